@@ -1,0 +1,131 @@
+"""Embodiment configs: the shipped robots load, and every kind of mistake fails at load naming file, key and value."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vla_ros.core.embodiment import (
+    ActionMode,
+    PolicyUnit,
+    available_robots,
+    config_dir,
+    embodiment_from_dict,
+    load_embodiment,
+)
+from vla_ros.core.errors import ConfigError
+
+
+@pytest.fixture
+def so101_dict() -> dict:
+    with (config_dir() / "robots" / "so101.yaml").open() as f:
+        return yaml.safe_load(f)
+
+
+@pytest.mark.parametrize("robot", available_robots())
+def test_every_shipped_robot_loads(robot):
+    embodiment = load_embodiment(robot)
+    assert embodiment.robot == robot
+    assert np.all(embodiment.lower_limits < embodiment.upper_limits)
+    assert np.all((embodiment.home >= embodiment.lower_limits) & (embodiment.home <= embodiment.upper_limits))
+
+
+def test_so101_fields():
+    so101 = load_embodiment("so101")
+    assert so101.joint_names == ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+    assert so101.control_period_s == pytest.approx(1 / 30)
+    assert so101.gripper.joint == "gripper"
+    assert so101.joints[0].policy_unit is PolicyUnit.RANGE_M100_100
+    assert [c.policy_key for c in so101.cameras] == ["front", "wrist"]
+
+
+def test_panda_arm_is_delta_gripper_absolute():
+    panda = load_embodiment("panda")
+    assert panda.delta_mask.tolist() == [True] * 7 + [False]
+    assert panda.joints[-1].action is ActionMode.ABSOLUTE
+
+
+def test_load_by_path(tmp_path: Path, so101_dict):
+    path = tmp_path / "myarm.yaml"
+    so101_dict["robot"] = "myarm"
+    path.write_text(yaml.safe_dump(so101_dict))
+    assert load_embodiment(path).robot == "myarm"
+
+
+def test_unknown_robot_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown robot 'so10'.*Did you mean 'so101'"):
+        load_embodiment("so10")
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        embodiment_from_dict(data, source="robots/test.yaml")
+    return str(info.value)
+
+
+def test_unknown_key_names_file_key_and_suggestion(so101_dict):
+    so101_dict["joints"][2]["velocity_limt"] = 3.0
+    message = _error(so101_dict)
+    assert "robots/test.yaml" in message
+    assert "joints[2].velocity_limt" in message
+    assert "velocity_limit" in message
+
+
+def test_unknown_top_level_key(so101_dict):
+    so101_dict["control_rate"] = 30
+    assert "key 'control_rate'" in _error(so101_dict)
+
+
+def test_missing_required_key(so101_dict):
+    del so101_dict["joints"][0]["home"]
+    assert "joints[0].home" in _error(so101_dict) and "missing" in _error(so101_dict)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "value_text"),
+    [
+        (lambda d: d["joints"][1].update(position_limits=[1.0, -1.0]), "joints[1].position_limits", "[1.0, -1.0]"),
+        (lambda d: d["joints"][1].update(velocity_limit=0.0), "joints[1].velocity_limit", "0.0"),
+        (lambda d: d["joints"][1].update(acceleration_limit=-2.0), "joints[1].acceleration_limit", "-2.0"),
+        (lambda d: d["joints"][1].update(home=5.0), "joints[1].home", "5.0"),
+        (lambda d: d["joints"][1].update(name="shoulder_pan"), "joints[1].name", "shoulder_pan"),
+        (lambda d: d["joints"][1].update(policy_unit="radians"), "joints[1].policy_unit", "radians"),
+        (lambda d: d["joints"][1].update(policy_unit="gripper_0_1"), "joints[1].policy_unit", "gripper_0_1"),
+        (lambda d: d["joints"][1].update(velocity_limit="fast"), "joints[1].velocity_limit", "fast"),
+        (lambda d: d["gripper"].update(joint="jaw"), "gripper.joint", "jaw"),
+        (lambda d: d["gripper"].update(open=3.0), "gripper.open", "3.0"),
+        (lambda d: d.update(control_rate_hz=0), "control_rate_hz", "0"),
+        (lambda d: d["cameras"][1].update(policy_key="front"), "cameras[1].policy_key", "front"),
+        (lambda d: d["safety"].update(observation_timeout_s=0), "safety.observation_timeout_s", "0"),
+    ],
+)
+def test_impossible_values_name_key_and_value(so101_dict, mutate, key, value_text):
+    data = copy.deepcopy(so101_dict)
+    mutate(data)
+    message = _error(data)
+    assert key in message, message
+    assert value_text in message, message
+
+
+def test_meters_joint_cannot_use_degrees():
+    data = yaml.safe_load((config_dir() / "robots" / "panda.yaml").read_text())
+    data["joints"][7]["policy_unit"] = "deg"
+    assert "joints[7].policy_unit" in _error(data)
+
+
+def test_not_a_mapping(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_embodiment(path)
+
+
+def test_yaml_tags_are_not_executed(tmp_path: Path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("robot: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_embodiment(path)
