@@ -129,3 +129,14 @@ def test_yaml_tags_are_not_executed(tmp_path: Path):
     path.write_text("robot: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_embodiment(path)
+
+
+@pytest.mark.parametrize("robot", available_robots())
+def test_example_observation_is_valid(robot):
+    embodiment = load_embodiment(robot)
+    observation = embodiment.example_observation(seed=3, instruction="touch the red cube")
+    assert observation.joint_names == embodiment.joint_names
+    assert np.all(observation.joint_positions >= embodiment.lower_limits)
+    assert np.all(observation.joint_positions <= embodiment.upper_limits)
+    for camera in embodiment.cameras:
+        assert observation.images[camera.name].shape == (camera.height, camera.width, 3)

@@ -85,3 +85,14 @@ def test_check_rgb():
     assert check_rgb(RGB) is RGB
     with pytest.raises(ObservationError, match="float32"):
         check_rgb(RGB.astype(np.float32), source="front")
+
+
+def test_large_shrink_averages_instead_of_aliasing():
+    # One-pixel stripes alternate 0/255: a box-averaging shrink gives mid-grey, point sampling would not.
+    stripes = np.zeros((480, 640, 3), dtype=np.uint8)
+    stripes[:, ::2] = 255
+    out = resize_with_pad(stripes, (224, 224))
+    content = out[28:196]  # 640x480 fits as 224x168, padded by 28 rows above and below
+    assert out.shape == (224, 224, 3)
+    assert (out[:28] == 0).all() and (out[196:] == 0).all()
+    assert abs(float(content.mean()) - 127.5) < 2 and content.std() < 5

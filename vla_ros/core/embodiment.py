@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from vla_ros.core.errors import ConfigError, did_you_mean
+from vla_ros.core.features import RobotObservation
 
 
 class JointUnit(str, Enum):
@@ -129,6 +130,14 @@ class EmbodimentConfig:
             f"robot '{self.robot}' has no camera '{name}'." + did_you_mean(name, [c.name for c in self.cameras]),
             source=self.source,
         )
+
+    def example_observation(self, *, seed: int = 0, stamp: float = 0.0, instruction: str = "") -> RobotObservation:
+        """A valid observation of this robot (random joints within limits, random images): for tests and benches."""
+        rng = np.random.default_rng(seed)
+        images = {c.name: rng.integers(0, 256, size=(c.height, c.width, 3), dtype=np.uint8) for c in self.cameras}
+        positions = rng.uniform(self.lower_limits, self.upper_limits)
+        return RobotObservation(stamp=stamp, joint_names=self.joint_names, joint_positions=positions, images=images,
+                                instruction=instruction)
 
     def __post_init__(self) -> None:
         _validate(self)
