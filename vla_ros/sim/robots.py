@@ -1,0 +1,109 @@
+"""The simulated robots: which MJCF file, and the facts about it the world and experts rely on.
+
+Joint order, home pose, gripper values and motion limits come from the robot's embodiment
+(config/robots/<name>.yaml), the same file the pipeline uses; test_sim_models.py checks the MJCF against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from vla_ros.core.errors import ConfigError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where cube centres may be placed: an annular sector of the table around the arm's base (at the origin)."""
+
+    min_radius_m: float
+    max_radius_m: float
+    max_azimuth_rad: float  # |atan2(y, x)|, 0 = straight ahead (+x)
+    min_spacing_m: float  # between cube centres, so that open jaws fit between neighbours
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_radius_m < self.max_radius_m:
+            raise ConfigError(f"need 0 < min_radius_m < max_radius_m, got {self.min_radius_m} and {self.max_radius_m}")
+
+
+@dataclass(frozen=True)
+class SimRobot:
+    """One arm of the simulator. Per-joint arrays are in `joint_names` order, in joint units (rad or m)."""
+
+    name: str  # also the embodiment's name: config/robots/<name>.yaml
+    model_file: str  # in vla_ros/sim/assets/; each embodiment joint has a position actuator of the same name
+    gripper_body: str  # every geom in this body's subtree counts as the gripper for contact checks
+    jaw_geoms: tuple[str, str]  # a cube is held when it touches both
+    cube_size_m: float  # edge length of the cubes this arm handles
+    workspace: Workspace
+    tcp_site: str = "tcp"
+
+    @cached_property
+    def embodiment(self) -> EmbodimentConfig:
+        embodiment = load_embodiment(self.name)
+        if embodiment.gripper is None:
+            raise ConfigError("the simulator's arms need a gripper: section", source=embodiment.source)
+        return embodiment
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.embodiment.joint_names
+
+    @property
+    def home(self) -> tuple[float, ...]:
+        return tuple(self.embodiment.home)
+
+    @property
+    def velocity_limits(self) -> tuple[float, ...]:
+        return tuple(self.embodiment.velocity_limits)
+
+    @property
+    def acceleration_limits(self) -> tuple[float, ...]:
+        return tuple(self.embodiment.acceleration_limits)
+
+    @property
+    def gripper_joint(self) -> str:
+        return self.embodiment.gripper.joint
+
+    @property
+    def gripper_open(self) -> float:
+        return self.embodiment.gripper.open
+
+    @property
+    def gripper_closed(self) -> float:
+        """Past contact with a cube, so that the position servo squeezes."""
+        return self.embodiment.gripper.closed
+
+    @property
+    def gripper_index(self) -> int:
+        return self.joint_names.index(self.gripper_joint)
+
+
+SO101 = SimRobot(
+    name="so101",
+    model_file="so101.xml",
+    gripper_body="gripper",
+    jaw_geoms=("fixed_jaw", "moving_jaw"),
+    cube_size_m=0.028,
+    workspace=Workspace(min_radius_m=0.13, max_radius_m=0.22, max_azimuth_rad=0.8, min_spacing_m=0.065),
+)
+
+PANDA = SimRobot(
+    name="panda",
+    model_file="panda.xml",
+    gripper_body="panda_hand",
+    jaw_geoms=("left_finger", "right_finger"),
+    cube_size_m=0.045,
+    workspace=Workspace(min_radius_m=0.35, max_radius_m=0.62, max_azimuth_rad=0.6, min_spacing_m=0.11),
+)
+
+ROBOTS: dict[str, SimRobot] = {robot.name: robot for robot in (SO101, PANDA)}
+
+
+def get_robot(name: str) -> SimRobot:
+    """The simulated robot called `name`; ConfigError listing the valid names otherwise."""
+    try:
+        return ROBOTS[name]
+    except KeyError:
+        raise ConfigError(f"no simulated robot '{name}'.{did_you_mean(name, ROBOTS)}") from None
