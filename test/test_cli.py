@@ -1,0 +1,53 @@
+"""The `vla-ros` command: the demo's closed loop end to end in MuJoCo, and the overhead benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vla_ros.cli.main import main
+
+
+@pytest.mark.parametrize(("robot", "task"), [("so101", "touch"), ("panda", "pick")])
+def test_demo_closed_loop_with_the_expert(tmp_path, capsys, robot, task):
+    out = tmp_path / "results.json"
+    code = main(["demo", "--robot", robot, "--task", task, "--episodes", "2", "--seed", "100", "--json", str(out),
+                 "--out", str(tmp_path), "--video-episodes", "1", "--no-progress"])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["policy"] == "expert" and results["policy_is_learned"] is False
+    assert "not a VLA" in capsys.readouterr().out
+    assert results["success_rate"] == 1.0, results["episodes"]
+    assert [e["seed"] for e in results["episodes"]] == [100, 101]
+    for key in ("policy_latency_ms", "pipeline_overhead_ms"):
+        assert results[key]["count"] > 0 and results[key]["p99"] >= results[key]["p50"] >= 0
+    assert results["stall_time_s"] >= 0
+    assert isinstance(results["safety_interventions"], dict)
+    video = tmp_path / results["video"].split("/")[-1]
+    assert video.exists() and video.stat().st_size > 10_000
+    assert (tmp_path / results["plot"].split("/")[-1]).exists()
+
+
+def test_demo_dry_run_never_moves_the_arm(tmp_path):
+    out = tmp_path / "results.json"
+    code = main(["demo", "--robot", "so101", "--episodes", "1", "--dry-run", "--json", str(out), "--out", str(tmp_path),
+                 "--video-episodes", "0", "--no-progress"])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["dry_run"] is True and results["success_rate"] == 0.0
+
+
+def test_unknown_robot_is_an_operator_error(capsys):
+    assert main(["demo", "--robot", "so10", "--episodes", "1", "--no-progress"]) == 2
+    assert "unknown robot 'so10'" in capsys.readouterr().err
+
+
+def test_bench_overhead_prints_json(capsys):
+    assert main(["bench", "overhead", "--steps", "30", "--cameras", "1", "3"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [c["cameras"] for c in results["configurations"]] == [1, 3]
+    for configuration in results["configurations"]:
+        stages = configuration["stages_ms"]
+        assert set(stages) == {"decode", "prepare", "accept_chunk", "step", "total"}
+        assert stages["total"]["max"] >= stages["step"]["max"] > 0

@@ -1,0 +1,1 @@
+"""Benchmarks behind `vla-ros bench ...`: each prints JSON figures."""

@@ -1,0 +1,43 @@
+"""`vla-ros`: demo and benchmarks. Subcommands import their heavy dependencies only when run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vla_ros.core.errors import VlaRosError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vla_ros.bench import overhead
+    from vla_ros.cli import demo
+
+    parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo_parser = commands.add_parser("demo", help="closed loop in the MuJoCo simulator, with video and plot")
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.main)
+
+    bench_parser = commands.add_parser("bench", help="benchmarks that print JSON figures")
+    benches = bench_parser.add_subparsers(dest="bench", required=True)
+    overhead_parser = benches.add_parser("overhead", help="per-step pipeline overhead, everything but the model")
+    overhead.add_arguments(overhead_parser)
+    overhead_parser.set_defaults(run=overhead.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except VlaRosError as exc:
+        # Operator-facing: the message already says what is wrong and what to do; a traceback would bury it.
+        print(f"vla-ros: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

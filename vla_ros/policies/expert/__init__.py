@@ -1,0 +1,1 @@
+"""The simulator's scripted expert behind the policy interface (ground truth, not a VLA)."""
