@@ -197,6 +197,7 @@ class SafetyFilter:
         self._command: np.ndarray | None = None
         self._velocity: np.ndarray | None = None
         self._target: np.ndarray | None = None  # last usable target, for the target's own velocity
+        self._velocity_step = config.max_acceleration * config.control_period_s  # largest |Δv| per step
 
     @property
     def counters(self) -> Mapping[str, int]:
@@ -243,31 +244,36 @@ class SafetyFilter:
         measured = self._vector("measured", measured)
         goal = None if target is None else self._vector("target", target)
         interventions: set[str] = set()
-        if not np.all(np.isfinite(measured)):
+        if not np.isfinite(measured).all():
             interventions.add("bad_measurement")
         if cfg.observation_timeout_s is not None and not observation_age_s <= cfg.observation_timeout_s:
             interventions.add("stale_observation_hold")
         if goal is None:
             interventions.add("no_action_hold")
-        elif not np.all(np.isfinite(goal)):
+        elif not np.isfinite(goal).all():
             interventions.add("nan_target")
         held = bool(interventions)
 
         period = cfg.control_period_s
         command, last_velocity = self._command, self._velocity
-        approach_limited = np.zeros(command.shape, dtype=bool)
+        # Braking speeds towards both limits, and towards the target when there is one: one vectorised
+        # call, since this runs every control tick on a handful of joints (numpy's per-call cost dominates).
+        distances = [cfg.upper - command, command - cfg.lower]
         if held or goal is None:
             desired = np.zeros_like(command)
             target_position = raw = None
+            approach_limited = None
             self._target = None
+            to_upper, to_lower = braking_speed(np.stack(distances), cfg.max_acceleration, period)
         else:
             if cfg.max_tracking_error is not None:
-                capped = np.clip(goal, measured - cfg.max_tracking_error, measured + cfg.max_tracking_error)
-                if np.any(capped != goal):
+                reach = cfg.max_tracking_error
+                capped = np.minimum(np.maximum(goal, measured - reach), measured + reach)
+                if (capped != goal).any():
                     interventions.add("tracking_error_capped")
                 goal = capped
-            inside = np.clip(goal, cfg.lower, cfg.upper)
-            if np.any(inside != goal):
+            inside = np.minimum(np.maximum(goal, cfg.lower), cfg.upper)
+            if (inside != goal).any():
                 interventions.add("position_limited")
             raw = (inside - command) / period
             target_position = inside
@@ -277,39 +283,35 @@ class SafetyFilter:
             # followed exactly has relative speed 0 and passes unchanged.
             target_velocity = np.zeros_like(raw) if self._target is None else (inside - self._target) / period
             relative = raw - target_velocity
-            brake = braking_speed(np.abs(relative) * period, cfg.max_acceleration, period)
-            shaped = np.abs(relative) > cfg.max_acceleration * period
-            desired = np.where(shaped, target_velocity + np.sign(relative) * brake, raw)
-            approach_limited = shaped
+            distances.append(np.abs(relative) * period)
+            to_upper, to_lower, brake = braking_speed(np.stack(distances), cfg.max_acceleration, period)
+            approach_limited = np.abs(relative) > self._velocity_step
+            desired = np.where(approach_limited, target_velocity + np.sign(relative) * brake, raw)
             self._target = inside
 
-        step = cfg.max_acceleration * period
-        upper_bounds = {
-            "velocity_limited": cfg.max_velocity,
-            "acceleration_limited": last_velocity + step,
-            "position_limited": braking_speed(cfg.upper - command, cfg.max_acceleration, period),
-        }
-        lower_bounds = {
-            "velocity_limited": -cfg.max_velocity,
-            "acceleration_limited": last_velocity - step,
-            "position_limited": -braking_speed(command - cfg.lower, cfg.max_acceleration, period),
-        }
-        high = np.minimum.reduce(list(upper_bounds.values()))
-        low = np.maximum.reduce(list(lower_bounds.values()))
+        step = self._velocity_step
+        # (name, upper bound, lower bound) on this step's velocity; all are per joint.
+        bounds = (
+            ("velocity_limited", cfg.max_velocity, -cfg.max_velocity),
+            ("acceleration_limited", last_velocity + step, last_velocity - step),
+            ("position_limited", to_upper, -to_lower),
+        )
+        high = np.minimum(np.minimum(bounds[0][1], bounds[1][1]), bounds[2][1])
+        low = np.maximum(np.maximum(bounds[0][2], bounds[1][2]), bounds[2][2])
         # From a feasible state low <= high always (braking at max_acceleration stays within every bound);
         # only rounding can cross them, and then the position side (high or the final clip) wins.
         velocity = np.minimum(np.maximum(desired, low), high)
         lowered, raised = velocity < desired, velocity > desired
-        explained = np.zeros(velocity.shape, dtype=bool)
-        for bounds, moved in ((upper_bounds, lowered), (lower_bounds, raised)):
-            for name, bound in bounds.items():
-                hit = moved & (bound == velocity)
+        if lowered.any() or raised.any():
+            explained = np.zeros(velocity.shape, dtype=bool)
+            for name, upper_bound, lower_bound in bounds:
+                hit = (lowered & (upper_bound == velocity)) | (raised & (lower_bound == velocity))
                 if hit.any():
                     interventions.add(name)
-                explained |= hit
-        if np.any((lowered | raised) & ~explained):
-            interventions.add("position_limited")  # crossed bounds: the position side won
-        if np.any(approach_limited & ~lowered & ~raised):
+                    explained |= hit
+            if ((lowered | raised) & ~explained).any():
+                interventions.add("position_limited")  # crossed bounds: the position side won
+        if approach_limited is not None and (approach_limited & ~lowered & ~raised).any():
             interventions.add("approach_limited")  # only where no hard limit overrode the shaping
 
         position = command + velocity * period
@@ -318,8 +320,8 @@ class SafetyFilter:
             position = np.where(velocity == raw, target_position, position)
         # Last resort against rounding; bounds taken with the current command so that an arm reset
         # outside its range is never pulled into it in one jump.
-        clipped = np.clip(position, np.minimum(cfg.lower, command), np.maximum(cfg.upper, command))
-        if np.any(clipped != position):
+        clipped = np.minimum(np.maximum(position, np.minimum(cfg.lower, command)), np.maximum(cfg.upper, command))
+        if (clipped != position).any():
             interventions.add("position_limited")
         self._velocity = (clipped - command) / period
         self._command = clipped
