@@ -140,3 +140,55 @@ def test_example_observation_is_valid(robot):
     assert np.all(observation.joint_positions <= embodiment.upper_limits)
     for camera in embodiment.cameras:
         assert observation.images[camera.name].shape == (camera.height, camera.width, 3)
+
+
+def test_ros_outputs_default_to_one_trajectory_controller(so101_dict):
+    so101_dict.pop("ros", None)
+    embodiment = embodiment_from_dict(so101_dict)
+    (output,) = embodiment.outputs
+    assert output.interface.value == "joint_trajectory" and output.joints == embodiment.joint_names
+    assert embodiment.ros.joint_state_topics == ("/joint_states",)
+
+
+def test_ros_output_without_joints_takes_the_rest(so101_dict):
+    so101_dict["ros"] = {"outputs": [
+        {"interface": "joint_trajectory", "name": "/arm_controller/joint_trajectory"},
+        {"interface": "gripper_command", "name": "/gripper_controller/gripper_cmd", "joints": ["gripper"],
+         "max_effort": 5.0},
+    ]}
+    arm, gripper = embodiment_from_dict(so101_dict).outputs
+    assert arm.joints == ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")
+    assert gripper.joints == ("gripper",) and gripper.max_effort == 5.0
+
+
+@pytest.mark.parametrize(
+    ("outputs", "key", "text"),
+    [
+        ([{"interface": "joint_trajectory", "name": "/a", "joints": ["shoulder_pan", "elbo_flex"]}],
+         "ros.outputs[0].joints", "Did you mean 'elbow_flex'"),
+        ([{"interface": "joint_trajectory", "name": "/a", "joints": ["shoulder_pan"]},
+          {"interface": "forward_position", "name": "/b", "joints": ["shoulder_pan"]}],
+         "ros.outputs[1].joints", "already commanded by ros.outputs[0]"),
+        ([{"interface": "joint_trajectory", "name": "/a", "joints": ["shoulder_pan"]}],
+         "ros.outputs", "not commanded by any output"),
+        ([{"interface": "gripper_command", "name": "/g", "joints": ["wrist_roll"]},
+          {"interface": "joint_trajectory", "name": "/a"}],
+         "ros.outputs[0].joints", "exactly the gripper joint"),
+        ([{"interface": "joint_trajectory", "name": "/a", "max_effort": 3.0}],
+         "ros.outputs[0].max_effort", "only gripper actions"),
+        ([{"interface": "trajectory", "name": "/a"}], "ros.outputs[0].interface", "joint_trajectory"),
+    ],
+)
+def test_bad_ros_outputs_fail_at_load(so101_dict, outputs, key, text):
+    so101_dict["ros"] = {"outputs": outputs}
+    message = _error(so101_dict)
+    assert key in message and text in message, message
+
+
+def test_camera_topics_and_transport(so101_dict):
+    so101_dict["cameras"][0]["topic"] = "/cam/front/image_raw"
+    so101_dict["cameras"][0]["transport"] = "compressed"
+    so101_dict["cameras"][1].pop("topic", None)
+    embodiment = embodiment_from_dict(so101_dict)
+    assert embodiment.camera_topic(embodiment.cameras[0]) == "/cam/front/image_raw/compressed"
+    assert embodiment.camera_topic(embodiment.cameras[1]) == "/wrist/image_raw"

@@ -44,6 +44,25 @@ class ActionMode(str, Enum):
     DELTA = "delta"  # relative to the state captured with the observation the chunk was computed from
 
 
+class CommandInterface(str, Enum):
+    """How commands reach the robot's controllers (see ros2-control conventions)."""
+
+    JOINT_TRAJECTORY = "joint_trajectory"  # topic, trajectory_msgs/JointTrajectory (joint_trajectory_controller)
+    FOLLOW_JOINT_TRAJECTORY = "follow_joint_trajectory"  # action, control_msgs/FollowJointTrajectory
+    FORWARD_POSITION = "forward_position"  # topic, std_msgs/Float64MultiArray in the controller's joint order
+    JOINT_COMMAND = "joint_command"  # topic, sensor_msgs/JointState (Isaac Sim's /joint_command)
+    GRIPPER_COMMAND = "gripper_command"  # action, control_msgs/GripperCommand (one joint)
+    PARALLEL_GRIPPER_COMMAND = "parallel_gripper_command"  # action, control_msgs/ParallelGripperCommand (one joint)
+
+
+GRIPPER_INTERFACES = (CommandInterface.GRIPPER_COMMAND, CommandInterface.PARALLEL_GRIPPER_COMMAND)
+
+
+class ImageTransport(str, Enum):
+    RAW = "raw"  # sensor_msgs/Image on the camera topic
+    COMPRESSED = "compressed"  # sensor_msgs/CompressedImage on <topic>/compressed
+
+
 @dataclass(frozen=True)
 class JointSpec:
     name: str
@@ -70,6 +89,25 @@ class CameraSpec:
     width: int
     height: int
     topic: str | None = None  # ROS image topic; None means /<robot camera name>/image_raw
+    transport: ImageTransport = ImageTransport.RAW
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One command output: an interface, its topic or action name, and the joints it carries, in order."""
+
+    interface: CommandInterface
+    name: str  # topic or action name
+    joints: tuple[str, ...]  # for forward_position: the controller's `joints` parameter order
+    max_effort: float | None = None  # N or Nm, gripper actions only; None: the controller's default
+
+
+@dataclass(frozen=True)
+class RosSpec:
+    """Where the robot's joint states come from and where its commands go."""
+
+    joint_state_topics: tuple[str, ...] = ("/joint_states",)  # merged by joint name (e.g. arm + gripper)
+    outputs: tuple[OutputSpec, ...] = ()  # empty: one joint_trajectory output for every joint
 
 
 @dataclass(frozen=True)
@@ -86,6 +124,7 @@ class EmbodimentConfig:
     cameras: tuple[CameraSpec, ...]
     gripper: GripperSpec | None = None
     safety: SafetySpec = SafetySpec()
+    ros: RosSpec = RosSpec()
     description: str = ""
     source: str = "<inline>"  # the file it came from, for error messages
 
@@ -121,6 +160,19 @@ class EmbodimentConfig:
     @property
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    def camera_topic(self, camera: CameraSpec) -> str:
+        """The topic the camera's images arrive on, `/compressed` suffix included for compressed transport."""
+        topic = camera.topic or f"/{camera.name}/image_raw"
+        return f"{topic}/compressed" if camera.transport is ImageTransport.COMPRESSED else topic
+
+    @property
+    def outputs(self) -> tuple[OutputSpec, ...]:
+        """Command outputs; without a `ros.outputs` entry, one joint_trajectory_controller for every joint."""
+        if self.ros.outputs:
+            return self.ros.outputs
+        return (OutputSpec(CommandInterface.JOINT_TRAJECTORY, "/joint_trajectory_controller/joint_trajectory",
+                           self.joint_names),)
 
     def camera(self, name: str) -> CameraSpec:
         for camera in self.cameras:
@@ -193,15 +245,17 @@ def load_embodiment(robot: str | os.PathLike) -> EmbodimentConfig:
 def embodiment_from_dict(data: Any, *, source: str = "<inline>") -> EmbodimentConfig:
     """Build an EmbodimentConfig from parsed YAML, naming the file, key and value of anything wrong."""
     top = _Section(data, source, "")
-    top.reject_unknown(("robot", "description", "control_rate_hz", "joints", "cameras", "gripper", "safety"))
+    top.reject_unknown(("robot", "description", "control_rate_hz", "joints", "cameras", "gripper", "safety", "ros"))
+    joints = tuple(_joint(section) for section in top.list("joints"))
     return EmbodimentConfig(
         robot=top.get("robot", str),
         description=top.get("description", str, default=""),
         control_rate_hz=top.get("control_rate_hz", float),
-        joints=tuple(_joint(section) for section in top.list("joints")),
+        joints=joints,
         cameras=tuple(_camera(section) for section in top.list("cameras", default=[])),
         gripper=_gripper(top.section("gripper")) if "gripper" in top.data else None,
         safety=_safety(top.section("safety")) if "safety" in top.data else SafetySpec(),
+        ros=_ros(top.section("ros"), tuple(j.name for j in joints)) if "ros" in top.data else RosSpec(),
         source=source,
     )
 
@@ -233,6 +287,7 @@ def _camera(s: _Section) -> CameraSpec:
         width=s.get("width", int),
         height=s.get("height", int),
         topic=s.get("topic", str, default=None),
+        transport=s.get("transport", ImageTransport, default=ImageTransport.RAW),
     )
 
 
@@ -242,6 +297,31 @@ def _safety(s: _Section) -> SafetySpec:
         max_tracking_error=s.get("max_tracking_error", float, default=None),
         observation_timeout_s=s.get("observation_timeout_s", float, default=0.5),
     )
+
+
+def _ros(s: _Section, joint_names: tuple[str, ...]) -> RosSpec:
+    s.reject_unknown(("joint_state_topics", "outputs"))
+    topics = s.get("joint_state_topics", _string_tuple, default=RosSpec.joint_state_topics)
+    sections = s.list("outputs", default=[])
+    claimed = {name for section in sections for name in section.get("joints", _string_tuple, default=())}
+    outputs = []
+    for section in sections:
+        section.reject_unknown(tuple(f.name for f in fields(OutputSpec)))
+        # An output without `joints` takes every joint no other output names, in embodiment order.
+        default_joints = tuple(name for name in joint_names if name not in claimed)
+        outputs.append(OutputSpec(
+            interface=section.get("interface", CommandInterface),
+            name=section.get("name", str),
+            joints=section.get("joints", _string_tuple, default=default_joints),
+            max_effort=section.get("max_effort", float, default=None),
+        ))
+    return RosSpec(joint_state_topics=topics, outputs=tuple(outputs))
+
+
+def _string_tuple(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of non-empty strings")
+    return tuple(value)
 
 
 def _float_pair(value: Any) -> tuple[float, float]:
@@ -310,6 +390,36 @@ class _Section:
 # Validation: cross-field rules, checked once at construction
 
 
+def _validate_ros(config: EmbodimentConfig, fail) -> None:
+    names = config.joint_names
+    if not config.ros.joint_state_topics:
+        fail("ros.joint_state_topics", "needs at least one topic")
+    owner: dict[str, int] = {}
+    for i, output in enumerate(config.ros.outputs):
+        key = f"ros.outputs[{i}]"
+        if not output.name:
+            fail(f"{key}.name", "must be a topic or action name")
+        if not output.joints:
+            fail(f"{key}.joints", "no joints left for this output: every joint is claimed by another output")
+        for joint in output.joints:
+            if joint not in names:
+                fail(f"{key}.joints", f"'{joint}' is not a joint of this robot." + did_you_mean(joint, names))
+            if joint in owner:
+                fail(f"{key}.joints", f"joint '{joint}' is already commanded by ros.outputs[{owner[joint]}]")
+            owner[joint] = i
+        if output.interface in GRIPPER_INTERFACES:
+            gripper = config.gripper.joint if config.gripper else None
+            if output.joints != (gripper,):
+                fail(f"{key}.joints", f"a {output.interface.value} output carries exactly the gripper joint "
+                                      f"({gripper}), got {list(output.joints)}")
+        elif output.max_effort is not None:
+            fail(f"{key}.max_effort", f"only gripper actions take max_effort, not {output.interface.value}")
+    if config.ros.outputs:
+        uncommanded = [name for name in names if name not in owner]
+        if uncommanded:
+            fail("ros.outputs", f"joints {uncommanded} are not commanded by any output: add them to one")
+
+
 def _validate(config: EmbodimentConfig) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(message, source=config.source, key=key)
@@ -366,6 +476,7 @@ def _validate(config: EmbodimentConfig) -> None:
         if camera.width <= 0 or camera.height <= 0:
             fail(f"cameras[{i}]", f"camera '{camera.name}': width and height must be > 0, "
                                   f"got {camera.width}x{camera.height}")
+    _validate_ros(config, fail)
     safety = config.safety
     if safety.max_tracking_error is not None and not safety.max_tracking_error > 0:
         fail("safety.max_tracking_error", f"must be > 0 or left out (off), got {safety.max_tracking_error}")
