@@ -52,13 +52,13 @@ def test_names_and_positions_must_agree(panda):
 def test_so101_units_match_lerobot_normalisation(so101):
     adapter = EmbodimentAdapter(so101, features(so101))
     lower, upper = so101.lower_limits, so101.upper_limits
-    state = np.array([lower[0], upper[1], (lower[2] + upper[2]) / 2, 0.0, lower[4], so101.gripper.open])
+    state = np.array([lower[0], upper[1], (lower[2] + upper[2]) / 2, 0.0, lower[4], so101.grippers[0].open])
     policy = adapter.state_to_policy(state)
     assert policy.dtype == np.float32 and policy.shape == (32,)
     np.testing.assert_allclose(policy[:3], [-100.0, 100.0, 0.0], atol=1e-4)
     assert policy[4] == pytest.approx(-100.0, abs=1e-4)
     assert policy[5] == pytest.approx(0.0, abs=1e-6)  # gripper open -> 0
-    closed = adapter.state_to_policy(np.append(state[:5], so101.gripper.closed))
+    closed = adapter.state_to_policy(np.append(state[:5], so101.grippers[0].closed))
     assert closed[5] == pytest.approx(1.0)  # gripper closed -> 1
     assert not policy[6:].any()  # zero padding
 

@@ -38,7 +38,7 @@ def test_so101_fields():
     so101 = load_embodiment("so101")
     assert so101.joint_names == ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
     assert so101.control_period_s == pytest.approx(1 / 30)
-    assert so101.gripper.joint == "gripper"
+    assert so101.gripper_joints == ("gripper",)
     assert so101.joints[0].policy_unit is PolicyUnit.RANGE_M100_100
     assert [c.policy_key for c in so101.cameras] == ["front", "wrist"]
 
@@ -96,8 +96,8 @@ def test_missing_required_key(so101_dict):
         (lambda d: d["joints"][1].update(policy_unit="radians"), "joints[1].policy_unit", "radians"),
         (lambda d: d["joints"][1].update(policy_unit="gripper_0_1"), "joints[1].policy_unit", "gripper_0_1"),
         (lambda d: d["joints"][1].update(velocity_limit="fast"), "joints[1].velocity_limit", "fast"),
-        (lambda d: d["gripper"].update(joint="jaw"), "gripper.joint", "jaw"),
-        (lambda d: d["gripper"].update(open=3.0), "gripper.open", "3.0"),
+        (lambda d: d["grippers"][0].update(joint="jaw"), "grippers[0].joint", "jaw"),
+        (lambda d: d["grippers"][0].update(open=3.0), "grippers[0].open", "3.0"),
         (lambda d: d.update(control_rate_hz=0), "control_rate_hz", "0"),
         (lambda d: d["cameras"][1].update(policy_key="front"), "cameras[1].policy_key", "front"),
         (lambda d: d["safety"].update(observation_timeout_s=0), "safety.observation_timeout_s", "0"),
@@ -147,7 +147,7 @@ def test_ros_outputs_default_to_one_trajectory_controller(so101_dict):
     embodiment = embodiment_from_dict(so101_dict)
     (output,) = embodiment.outputs
     assert output.interface.value == "joint_trajectory" and output.joints == embodiment.joint_names
-    assert embodiment.ros.joint_state_topics == ("/joint_states",)
+    assert [s.topic for s in embodiment.ros.joint_state_topics] == ["/joint_states"]
 
 
 def test_ros_output_without_joints_takes_the_rest(so101_dict):
@@ -173,7 +173,7 @@ def test_ros_output_without_joints_takes_the_rest(so101_dict):
          "ros.outputs", "not commanded by any output"),
         ([{"interface": "gripper_command", "name": "/g", "joints": ["wrist_roll"]},
           {"interface": "joint_trajectory", "name": "/a"}],
-         "ros.outputs[0].joints", "exactly the gripper joint"),
+         "ros.outputs[0].joints", "exactly one gripper joint"),
         ([{"interface": "joint_trajectory", "name": "/a", "max_effort": 3.0}],
          "ros.outputs[0].max_effort", "only gripper actions"),
         ([{"interface": "trajectory", "name": "/a"}], "ros.outputs[0].interface", "joint_trajectory"),
@@ -192,3 +192,24 @@ def test_camera_topics_and_transport(so101_dict):
     embodiment = embodiment_from_dict(so101_dict)
     assert embodiment.camera_topic(embodiment.cameras[0]) == "/cam/front/image_raw/compressed"
     assert embodiment.camera_topic(embodiment.cameras[1]) == "/wrist/image_raw"
+
+
+def test_bimanual_prefixes(so101_dict):
+    so101_dict["ros"] = {
+        "joint_state_topics": ["/joint_states", {"topic": "/follower_left/joint_states", "prefix": "left_"}],
+        "outputs": [{"interface": "joint_trajectory", "name": "/a"}],
+    }
+    plain, prefixed = embodiment_from_dict(so101_dict).ros.joint_state_topics
+    assert (plain.topic, plain.prefix) == ("/joint_states", "")
+    assert (prefixed.topic, prefixed.prefix) == ("/follower_left/joint_states", "left_")
+
+
+def test_output_prefix_is_stripped_on_the_wire(so101_dict):
+    for joint in so101_dict["joints"]:
+        joint["name"] = "left_" + joint["name"]
+    so101_dict["grippers"][0]["joint"] = "left_gripper"
+    so101_dict["ros"] = {"outputs": [{"interface": "forward_position", "name": "/a", "prefix": "left_"}]}
+    (output,) = embodiment_from_dict(so101_dict).outputs
+    assert output.wire_joint_names[0] == "shoulder_pan" and output.joints[0] == "left_shoulder_pan"
+    so101_dict["ros"]["outputs"][0]["prefix"] = "right_"
+    assert "does not start with the output's prefix 'right_'" in _error(so101_dict)

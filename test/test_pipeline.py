@@ -46,7 +46,7 @@ def test_delta_chunk_is_executed_relative_to_its_observation(panda):
     for k in range(3):
         command = pipeline.step(k * period, measured=home, observation_stamp=k * period)
         np.testing.assert_allclose(command.positions[:7], home[:7] + 0.002 * (k + 1), atol=1e-9)
-        assert command.positions[7] == pytest.approx(panda.gripper.open)
+        assert command.positions[7] == pytest.approx(panda.grippers[0].open)
         assert command.send and not command.report.held
         assert command.trajectory.joint_names == panda.joint_names
         assert command.trajectory.points[0].time_from_start == pytest.approx(period)

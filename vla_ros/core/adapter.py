@@ -45,7 +45,7 @@ def policy_unit_affine(embodiment: EmbodimentConfig) -> tuple[np.ndarray, np.nda
             scale[i] = 100.0 / (upper - lower)
             offset[i] = -lower * scale[i]
         elif unit is PolicyUnit.GRIPPER_0_1:
-            gripper = embodiment.gripper  # validated to exist for this unit
+            gripper = embodiment.gripper_of(joint.name)  # validated to exist for this unit
             scale[i] = 1.0 / (gripper.closed - gripper.open)
             offset[i] = -gripper.open * scale[i]
     return scale, offset

@@ -93,20 +93,34 @@ class CameraSpec:
 
 
 @dataclass(frozen=True)
+class JointStateSource:
+    """A joint state topic. `prefix` is prepended to the names it reports: two identical arms of a bimanual
+    robot both report `waist`, which the embodiment calls `left_waist` and `right_waist`."""
+
+    topic: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """One command output: an interface, its topic or action name, and the joints it carries, in order."""
 
     interface: CommandInterface
     name: str  # topic or action name
-    joints: tuple[str, ...]  # for forward_position: the controller's `joints` parameter order
+    joints: tuple[str, ...]  # embodiment names; for forward_position: the controller's `joints` parameter order
     max_effort: float | None = None  # N or Nm, gripper actions only; None: the controller's default
+    prefix: str = ""  # stripped from the joint names in the messages (the controller's own names)
+
+    @property
+    def wire_joint_names(self) -> tuple[str, ...]:
+        return tuple(name[len(self.prefix):] for name in self.joints)
 
 
 @dataclass(frozen=True)
 class RosSpec:
     """Where the robot's joint states come from and where its commands go."""
 
-    joint_state_topics: tuple[str, ...] = ("/joint_states",)  # merged by joint name (e.g. arm + gripper)
+    joint_state_topics: tuple[JointStateSource, ...] = (JointStateSource("/joint_states"),)  # merged by name
     outputs: tuple[OutputSpec, ...] = ()  # empty: one joint_trajectory output for every joint
 
 
@@ -122,7 +136,7 @@ class EmbodimentConfig:
     control_rate_hz: float
     joints: tuple[JointSpec, ...]
     cameras: tuple[CameraSpec, ...]
-    gripper: GripperSpec | None = None
+    grippers: tuple[GripperSpec, ...] = ()  # one per hand: a bimanual robot has two
     safety: SafetySpec = SafetySpec()
     ros: RosSpec = RosSpec()
     description: str = ""
@@ -160,6 +174,13 @@ class EmbodimentConfig:
     @property
     def control_period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    @property
+    def gripper_joints(self) -> tuple[str, ...]:
+        return tuple(g.joint for g in self.grippers)
+
+    def gripper_of(self, joint: str) -> GripperSpec | None:
+        return next((g for g in self.grippers if g.joint == joint), None)
 
     def camera_topic(self, camera: CameraSpec) -> str:
         """The topic the camera's images arrive on, `/compressed` suffix included for compressed transport."""
@@ -245,7 +266,7 @@ def load_embodiment(robot: str | os.PathLike) -> EmbodimentConfig:
 def embodiment_from_dict(data: Any, *, source: str = "<inline>") -> EmbodimentConfig:
     """Build an EmbodimentConfig from parsed YAML, naming the file, key and value of anything wrong."""
     top = _Section(data, source, "")
-    top.reject_unknown(("robot", "description", "control_rate_hz", "joints", "cameras", "gripper", "safety", "ros"))
+    top.reject_unknown(("robot", "description", "control_rate_hz", "joints", "cameras", "grippers", "safety", "ros"))
     joints = tuple(_joint(section) for section in top.list("joints"))
     return EmbodimentConfig(
         robot=top.get("robot", str),
@@ -253,7 +274,7 @@ def embodiment_from_dict(data: Any, *, source: str = "<inline>") -> EmbodimentCo
         control_rate_hz=top.get("control_rate_hz", float),
         joints=joints,
         cameras=tuple(_camera(section) for section in top.list("cameras", default=[])),
-        gripper=_gripper(top.section("gripper")) if "gripper" in top.data else None,
+        grippers=tuple(_gripper(section) for section in top.list("grippers", default=[])),
         safety=_safety(top.section("safety")) if "safety" in top.data else SafetySpec(),
         ros=_ros(top.section("ros"), tuple(j.name for j in joints)) if "ros" in top.data else RosSpec(),
         source=source,
@@ -301,7 +322,10 @@ def _safety(s: _Section) -> SafetySpec:
 
 def _ros(s: _Section, joint_names: tuple[str, ...]) -> RosSpec:
     s.reject_unknown(("joint_state_topics", "outputs"))
-    topics = s.get("joint_state_topics", _string_tuple, default=RosSpec.joint_state_topics)
+    topics = RosSpec.joint_state_topics
+    if "joint_state_topics" in s.data:
+        topics = tuple(_joint_state_source(item, s.source, f"ros.joint_state_topics[{i}]")
+                       for i, item in enumerate(s.get("joint_state_topics", list)))
     sections = s.list("outputs", default=[])
     claimed = {name for section in sections for name in section.get("joints", _string_tuple, default=())}
     outputs = []
@@ -314,8 +338,17 @@ def _ros(s: _Section, joint_names: tuple[str, ...]) -> RosSpec:
             name=section.get("name", str),
             joints=section.get("joints", _string_tuple, default=default_joints),
             max_effort=section.get("max_effort", float, default=None),
+            prefix=section.get("prefix", str, default=""),
         ))
     return RosSpec(joint_state_topics=topics, outputs=tuple(outputs))
+
+
+def _joint_state_source(item: Any, source: str, path: str) -> JointStateSource:
+    if isinstance(item, str):  # a bare topic name
+        return JointStateSource(item)
+    section = _Section(item, source, path)
+    section.reject_unknown(tuple(f.name for f in fields(JointStateSource)))
+    return JointStateSource(topic=section.get("topic", str), prefix=section.get("prefix", str, default=""))
 
 
 def _string_tuple(value: Any) -> tuple[str, ...]:
@@ -402,16 +435,17 @@ def _validate_ros(config: EmbodimentConfig, fail) -> None:
         if not output.joints:
             fail(f"{key}.joints", "no joints left for this output: every joint is claimed by another output")
         for joint in output.joints:
+            if not joint.startswith(output.prefix):
+                fail(f"{key}.joints", f"'{joint}' does not start with the output's prefix '{output.prefix}'")
             if joint not in names:
                 fail(f"{key}.joints", f"'{joint}' is not a joint of this robot." + did_you_mean(joint, names))
             if joint in owner:
                 fail(f"{key}.joints", f"joint '{joint}' is already commanded by ros.outputs[{owner[joint]}]")
             owner[joint] = i
         if output.interface in GRIPPER_INTERFACES:
-            gripper = config.gripper.joint if config.gripper else None
-            if output.joints != (gripper,):
-                fail(f"{key}.joints", f"a {output.interface.value} output carries exactly the gripper joint "
-                                      f"({gripper}), got {list(output.joints)}")
+            if len(output.joints) != 1 or output.joints[0] not in config.gripper_joints:
+                fail(f"{key}.joints", f"a {output.interface.value} output carries exactly one gripper joint "
+                                      f"(grippers: {list(config.gripper_joints)}), got {list(output.joints)}")
         elif output.max_effort is not None:
             fail(f"{key}.max_effort", f"only gripper actions take max_effort, not {output.interface.value}")
     if config.ros.outputs:
@@ -431,17 +465,19 @@ def _validate(config: EmbodimentConfig) -> None:
     if not config.joints:
         fail("joints", "a robot needs at least one joint")
     names = config.joint_names
-    if config.gripper is not None:
-        gripper = config.gripper
+    for g, gripper in enumerate(config.grippers):
+        key = f"grippers[{g}]"
         if gripper.joint not in names:
-            fail("gripper.joint", f"'{gripper.joint}' is not one of the joints." + did_you_mean(gripper.joint, names))
+            fail(f"{key}.joint", f"'{gripper.joint}' is not one of the joints." + did_you_mean(gripper.joint, names))
+        if gripper.joint in config.gripper_joints[:g]:
+            fail(f"{key}.joint", f"joint '{gripper.joint}' is listed as a gripper twice")
         lower, upper = config.joints[names.index(gripper.joint)].position_limits
         for field_name in ("open", "closed"):
             value = getattr(gripper, field_name)
             if not (lower <= value <= upper):
-                fail(f"gripper.{field_name}", f"{value} is outside joint '{gripper.joint}' limits [{lower}, {upper}]")
+                fail(f"{key}.{field_name}", f"{value} is outside joint '{gripper.joint}' limits [{lower}, {upper}]")
         if gripper.open == gripper.closed:
-            fail("gripper.closed", f"must differ from gripper.open ({gripper.open})")
+            fail(f"{key}.closed", f"must differ from open ({gripper.open})")
     for i, joint in enumerate(config.joints):
         key = f"joints[{i}]"
         lower, upper = joint.position_limits
@@ -461,10 +497,9 @@ def _validate(config: EmbodimentConfig) -> None:
         if joint.policy_unit in (PolicyUnit.RAD, PolicyUnit.DEG, PolicyUnit.M) and joint.policy_unit not in native:
             fail(f"{key}.policy_unit", f"joint '{joint.name}' is in {joint.unit.value}; "
                                        f"policy_unit '{joint.policy_unit.value}' does not apply to it")
-        is_gripper = config.gripper is not None and joint.name == config.gripper.joint
-        if joint.policy_unit is PolicyUnit.GRIPPER_0_1 and not is_gripper:
-            fail(f"{key}.policy_unit", f"joint '{joint.name}' uses gripper_0_1 but is not the gripper joint "
-                                       f"({config.gripper.joint if config.gripper else 'no gripper: section'})")
+        if joint.policy_unit is PolicyUnit.GRIPPER_0_1 and joint.name not in config.gripper_joints:
+            fail(f"{key}.policy_unit", f"joint '{joint.name}' uses gripper_0_1 but is not a gripper joint "
+                                       f"(grippers: {list(config.gripper_joints)})")
     for field_name, values in (("name", [c.name for c in config.cameras]),
                                ("policy_key", [c.policy_key for c in config.cameras])):
         for i, value in enumerate(values):

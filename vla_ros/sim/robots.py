@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from vla_ros.core.embodiment import EmbodimentConfig, GripperSpec, load_embodiment
 from vla_ros.core.errors import ConfigError, did_you_mean
 
 
@@ -42,9 +42,14 @@ class SimRobot:
     @cached_property
     def embodiment(self) -> EmbodimentConfig:
         embodiment = load_embodiment(self.name)
-        if embodiment.gripper is None:
-            raise ConfigError("the simulator's arms need a gripper: section", source=embodiment.source)
+        if len(embodiment.grippers) != 1:
+            raise ConfigError(f"a simulated arm has exactly one gripper, got {len(embodiment.grippers)}",
+                              source=embodiment.source, key="grippers")
         return embodiment
+
+    @property
+    def gripper(self) -> GripperSpec:
+        return self.embodiment.grippers[0]
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -64,16 +69,16 @@ class SimRobot:
 
     @property
     def gripper_joint(self) -> str:
-        return self.embodiment.gripper.joint
+        return self.gripper.joint
 
     @property
     def gripper_open(self) -> float:
-        return self.embodiment.gripper.open
+        return self.gripper.open
 
     @property
     def gripper_closed(self) -> float:
         """Past contact with a cube, so that the position servo squeezes."""
-        return self.embodiment.gripper.closed
+        return self.gripper.closed
 
     @property
     def gripper_index(self) -> int:
