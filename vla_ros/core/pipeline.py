@@ -80,6 +80,7 @@ class ActionPipeline:
             )
         )
         self._chunk_pending = False
+        self.last_chunk: tuple[float, np.ndarray] | None = None  # (observation stamp, (H, n) joint targets)
 
     def reset(self, measured: np.ndarray) -> None:
         """Start an episode holding the measured position (n,), with nothing queued."""
@@ -101,6 +102,7 @@ class ActionPipeline:
         """Queue a policy's (H, action_dim) chunk computed for `request`; steps already in the past are dropped."""
         self._chunk_pending = False
         targets = self.adapter.actions_to_robot(actions, request.state)
+        self.last_chunk = (request.observation_stamp, targets)  # for previews; the scheduler keeps its own copy
         return self.scheduler.add_chunk(
             targets, observation_stamp=request.observation_stamp, dt=self.adapter.features.action_dt_s, now=now
         )
