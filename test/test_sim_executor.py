@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vla_ros.core.errors import ConfigError
 from vla_ros.core.trajectory import JointTrajectory, TrajectoryError, TrajectoryPoint, build_trajectory
-from vla_ros.sim.executor import TrajectoryExecutor
+from vla_ros.sim.executor import ControllerSetExecutor, TrajectoryExecutor
 from vla_ros.sim.world import SimWorld
 
 NAMES = ("a", "b")
@@ -177,3 +178,24 @@ def test_the_simulated_arm_continues_from_its_desired_state_not_its_measured_one
     assert not np.array_equal(desired_before, world.joint_positions())
     world.send_trajectory(build_trajectory(world.joint_names, target, 1.0))
     np.testing.assert_array_equal(world.desired_joint_state()[0], desired_before)
+
+
+def test_each_controller_follows_its_own_trajectory():
+    ex = ControllerSetExecutor(("a", "b", "g"), np.zeros(3), (("a", "b"), ("g",)))
+    ex.accept(build_trajectory(("b", "a"), np.array([[2.0, 1.0]]), 1.0), now=0.0)
+    ex.accept(build_trajectory(("g",), np.array([[4.0]]), 1.0), now=0.5)  # the arm's trajectory carries on
+    assert ex.sample(0.5)[0].tolist() == [0.5, 1.0, 0.0]
+    assert ex.sample(1.0)[0].tolist() == [1.0, 2.0, 2.0]
+    assert ex.sample(1.5)[0].tolist() == [1.0, 2.0, 4.0]
+
+
+def test_trajectories_must_name_exactly_one_controllers_joints():
+    ex = ControllerSetExecutor(("a", "b", "g"), np.zeros(3), (("a", "b"), ("g",)))
+    with pytest.raises(TrajectoryError, match=r"missing joints \['b'\]"):
+        ex.accept(build_trajectory(("a",), np.array([[1.0]]), 1.0), now=0.0)
+    with pytest.raises(TrajectoryError, match=r"unknown joints \['g'\]"):
+        ex.accept(build_trajectory(("a", "b", "g"), np.zeros((1, 3)), 1.0), now=0.0)
+    with pytest.raises(TrajectoryError, match="belong to no controller"):
+        ex.accept(build_trajectory(("x",), np.zeros((1, 1)), 1.0), now=0.0)
+    with pytest.raises(ConfigError, match="exactly once"):
+        ControllerSetExecutor(("a", "b"), np.zeros(2), (("a",), ("a", "b")))

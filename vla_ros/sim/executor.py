@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from vla_ros.core.errors import did_you_mean
+from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.trajectory import JointTrajectory, TrajectoryError, TrajectoryPoint, TrajectorySampler
 
 
@@ -118,3 +118,74 @@ def _reordered(trajectory: JointTrajectory, order: np.ndarray, joint_names: tupl
         for point in trajectory.points
     )
     return JointTrajectory(joint_names=joint_names, points=points, stamp=trajectory.stamp)
+
+
+class ControllerSetExecutor:
+    """Several joint_trajectory_controllers side by side, as ros2_control runs an arm controller next to a gripper
+    controller: each owns a group of joints, a trajectory goes to the controller whose joints it names (all of them,
+    in any order), and the other controllers carry on with their own trajectories.
+
+    Same interface as `TrajectoryExecutor`; arrays are (D,) in `joint_names` order. `groups` partition `joint_names`.
+    """
+
+    def __init__(
+        self,
+        joint_names: tuple[str, ...],
+        positions: np.ndarray,
+        groups: tuple[tuple[str, ...], ...],
+        *,
+        allow_nonzero_velocity_at_trajectory_end: bool = False,
+    ):
+        self.joint_names = tuple(joint_names)
+        grouped = [name for group in groups for name in group]
+        if sorted(grouped) != sorted(self.joint_names):
+            raise ConfigError(
+                f"controller joint groups {[list(g) for g in groups]} must name each of the joints "
+                f"{list(self.joint_names)} exactly once"
+            )
+        positions = np.asarray(positions, dtype=np.float64)
+        self._controllers = tuple(
+            (
+                np.array([self.joint_names.index(name) for name in group]),
+                TrajectoryExecutor(
+                    tuple(group),
+                    positions[[self.joint_names.index(name) for name in group]],
+                    allow_nonzero_velocity_at_trajectory_end=allow_nonzero_velocity_at_trajectory_end,
+                ),
+            )
+            for group in groups
+        )
+
+    def hold(self, positions: np.ndarray) -> None:
+        """Every controller drops its trajectory and holds its share of `positions` (D,) from now on."""
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.shape != (len(self.joint_names),):
+            raise TrajectoryError(
+                f"expected ({len(self.joint_names)},) positions for {list(self.joint_names)}, got {positions.shape}"
+            )
+        for indices, controller in self._controllers:
+            controller.hold(positions[indices])
+
+    def accept(self, trajectory: JointTrajectory, now: float) -> None:
+        """Hand `trajectory` to the controller owning its joints; TrajectoryError where that controller rejects it."""
+        names = set(trajectory.joint_names)
+        overlaps = [len(names & set(controller.joint_names)) for _, controller in self._controllers]
+        best = int(np.argmax(overlaps))
+        if overlaps[best] == 0:
+            raise TrajectoryError(
+                f"trajectory rejected: joints {list(trajectory.joint_names)} belong to no controller; the controllers "
+                f"command {[list(c.joint_names) for _, c in self._controllers]}."
+                + did_you_mean(trajectory.joint_names[0], self.joint_names)
+            )
+        # The controller sharing the most joints judges it, so that errors name that controller's unknown and
+        # missing joints.
+        self._controllers[best][1].accept(trajectory, now)
+
+    def sample(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, velocities) desired at controller time `now`, each (D,) in joint units (per second)."""
+        if len(self._controllers) == 1:  # the common case, sampled every physics step
+            return self._controllers[0][1].sample(now)
+        positions, velocities = np.empty(len(self.joint_names)), np.empty(len(self.joint_names))
+        for indices, controller in self._controllers:
+            positions[indices], velocities[indices] = controller.sample(now)
+        return positions, velocities

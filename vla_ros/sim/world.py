@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.trajectory import JointTrajectory
-from vla_ros.sim.executor import TrajectoryExecutor
+from vla_ros.sim.executor import ControllerSetExecutor
 from vla_ros.sim.palette import CUBE_COLORS
 from vla_ros.sim.robots import SimRobot, get_robot
 
@@ -29,6 +30,9 @@ ASSETS_DIR = Path(__file__).parent / "assets"
 
 class SimWorld:
     """One arm (`robot`: 'so101' or 'panda') on a table with one cube per colour in `colors`.
+
+    `joint_groups` splits the joints between several trajectory controllers, as an arm controller and a gripper
+    controller (each group takes trajectories for exactly its joints); None: one controller for every joint.
 
     Every joint array is (D,) float64 in `joint_names` order and joint units (rad, or m for prismatic joints);
     positions are in metres in the world frame, whose origin is the arm's base on the table top (z = 0, +x forward).
@@ -43,8 +47,12 @@ class SimWorld:
         camera_size: tuple[int, int] = (480, 640),
         render: bool = True,
         colors: tuple[str, ...] = ("red", "green", "blue"),
+        joint_groups: tuple[tuple[str, ...], ...] | None = None,
     ):
         self.robot = robot
+        # Held while stepping and while reading ground truth from another thread (the scripted expert in the
+        # ROS demo container plans in the policy's inference thread while the robot node steps physics).
+        self.lock = threading.RLock()
         self.sim_robot: SimRobot = get_robot(robot)  # home pose, gripper values, limits, workspace
         self.joint_names: tuple[str, ...] = self.sim_robot.joint_names
         self.cube_colors: tuple[str, ...] = _checked_colors(colors)
@@ -76,7 +84,9 @@ class SimWorld:
         self._cube_qpos_addresses = {color: model.jnt_qposadr[joint] for color, joint in cube_joints.items()}
         self._cube_dof_addresses = {color: model.jnt_dofadr[joint] for color, joint in cube_joints.items()}
 
-        self._executor = TrajectoryExecutor(self.joint_names, np.array(self.sim_robot.home))
+        self._executor = ControllerSetExecutor(
+            self.joint_names, np.array(self.sim_robot.home), tuple(joint_groups or (self.joint_names,))
+        )
         self._requested_time = 0.0
         self._renderer = _make_renderer(model, height, width) if render else None
         self._set_state(layout=None)
@@ -132,7 +142,8 @@ class SimWorld:
         return images
 
     def send_trajectory(self, trajectory: JointTrajectory) -> None:
-        """Replace the arm's trajectory, as a goal to joint_trajectory_controller does; TrajectoryError if rejected."""
+        """Replace the trajectory of the controller owning its joints, as a goal to joint_trajectory_controller does;
+        TrajectoryError if rejected."""
         self._executor.accept(trajectory, self.time)
 
     def desired_joint_state(self) -> tuple[np.ndarray, np.ndarray]:

@@ -44,10 +44,11 @@ class ExpertPolicy(Policy):
         self._expert, self._instruction = None, None
 
     def predict_chunk(self, observation: PolicyObservation) -> np.ndarray:
-        if self._expert is None or observation[TASK] != self._instruction:
-            self._instruction = observation[TASK]
-            self._expert = ScriptedExpert(self._world, parse_instruction(self._instruction))
         features = self.metadata.features
-        targets = self._expert.plan(features.chunk_size, features.action_dt_s)
+        with self._world.lock:  # the world may be stepped by another thread (the ROS demo container)
+            if self._expert is None or observation[TASK] != self._instruction:
+                self._instruction = observation[TASK]
+                self._expert = ScriptedExpert(self._world, parse_instruction(self._instruction))
+            targets = self._expert.plan(features.chunk_size, features.action_dt_s)
         state = self._adapter.state_from_policy(observation[STATE])
         return self._adapter.robot_to_actions(targets, state)

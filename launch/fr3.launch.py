@@ -1,0 +1,15 @@
+"""The policy node for the fr3 (vla_ros.launch.py with robot:=fr3); arguments as there, e.g. sim:=mujoco."""
+
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import PathJoinSubstitution
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+
+def generate_launch_description():
+    base = PathJoinSubstitution([FindPackageShare("vla_ros"), "launch", "vla_ros.launch.py"])
+    return LaunchDescription([
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(base), launch_arguments={"robot": "fr3"}.items()),
+    ])

@@ -1,0 +1,70 @@
+"""Base launch file: the policy node for one robot, optionally the MuJoCo robot and rviz.
+
+Per-robot launch files include this one with `robot` set. Arguments are validated by
+vla_ros.ros.launch_params, so a bad robot or simulator fails here, before anything moves.
+"""
+
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
+
+from launch import LaunchDescription
+from vla_ros.ros.launch_params import SIM_CHOICES, parse_bool, policy_node_parameters, sim_node_parameters
+
+ARGUMENTS = [
+    DeclareLaunchArgument("robot", default_value="so101", description="robot config (config/robots/<robot>.yaml)"),
+    DeclareLaunchArgument("sim", default_value="none", choices=list(SIM_CHOICES),
+                          description="mujoco: start our simulated robot; gazebo/isaac: use their /clock "
+                                      "(isaac: command /joint_command); none: real hardware"),
+    DeclareLaunchArgument("policy", default_value="expert", description="policy spec"),
+    DeclareLaunchArgument("instruction", default_value="touch the red cube", description="language instruction"),
+    DeclareLaunchArgument("dry_run", default_value="false", choices=["true", "false"],
+                          description="compute commands but publish them only to ~/preview"),
+    DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"], description="start rviz2"),
+    DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
+                          description="use /clock (implied by sim:=mujoco|gazebo|isaac)"),
+    DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                          description="configure and activate the policy node at start"),
+]
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in
+           ("robot", "sim", "policy", "instruction", "dry_run", "use_sim_time", "autostart")}
+    parameters = policy_node_parameters(robot=arg["robot"], sim=arg["sim"], policy=arg["policy"],
+                                        instruction=arg["instruction"], dry_run=arg["dry_run"],
+                                        use_sim_time=arg["use_sim_time"])
+    actions = []
+    if arg["sim"] == "mujoco" and arg["policy"] == "expert":
+        # The scripted expert reads the simulator's ground truth, so both nodes share one process.
+        actions.append(Node(package="vla_ros", executable="demo_node", output="screen",
+                            arguments=["--robot", arg["robot"], "--instruction", arg["instruction"],
+                                       *(["--dry-run"] if parameters["dry_run"] else [])]))
+        return actions
+    if arg["sim"] == "mujoco":
+        actions.append(Node(package="vla_ros", executable="sim_node", name="mujoco_robot", output="screen",
+                            parameters=[sim_node_parameters(robot=arg["robot"], instruction=arg["instruction"])]))
+    policy_node = LifecycleNode(package="vla_ros", executable="policy_node", name="vla_policy", namespace="",
+                                output="screen", parameters=[parameters])
+    actions.append(policy_node)
+    if parse_bool(arg["autostart"], argument="autostart"):
+        actions.append(RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=policy_node, goal_state="inactive",
+            entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy_node),
+                                                  transition_id=Transition.TRANSITION_ACTIVATE))])))
+        actions.append(EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy_node),
+                                                   transition_id=Transition.TRANSITION_CONFIGURE)))
+    return actions
+
+
+def generate_launch_description():
+    rviz = Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
+                arguments=["-d", PathJoinSubstitution([FindPackageShare("vla_ros"), "config", "vla_ros.rviz"])],
+                condition=IfCondition(LaunchConfiguration("rviz")))
+    return LaunchDescription([*ARGUMENTS, OpaqueFunction(function=_nodes), rviz])
