@@ -1,11 +1,10 @@
 """The policy node for the aloha (vla_ros.launch.py with robot:=aloha); arguments as there, e.g. sim:=mujoco."""
 
+from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 
 def generate_launch_description():

@@ -4,6 +4,7 @@ Per-robot launch files include this one with `robot` set. Arguments are validate
 vla_ros.ros.launch_params, so a bad robot or simulator fails here, before anything moves.
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.conditions import IfCondition
 from launch.events import matches_action
@@ -14,7 +15,6 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
-from launch import LaunchDescription
 from vla_ros.ros.launch_params import SIM_CHOICES, parse_bool, policy_node_parameters, sim_node_parameters
 
 ARGUMENTS = [

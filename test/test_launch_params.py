@@ -16,7 +16,7 @@ def params(**overrides):
 
 def test_mujoco_forces_sim_time():
     assert params() == {"robot": "so101", "policy": "expert", "instruction": "touch the red cube",
-                        "dry_run": False, "use_sim_time": True}
+                        "dry_run": False, "use_sim_time": True, "success_topic": "/mujoco_robot/task_success"}
 
 
 def test_real_hardware_uses_wall_time_unless_asked():

@@ -21,9 +21,11 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from vla_ros.action import ExecuteInstruction  # noqa: E402
 from vla_ros.core.embodiment import load_embodiment  # noqa: E402
 from vla_ros.msg import PolicyStatus  # noqa: E402
 from vla_ros.ros.policy_node import PolicyNode  # noqa: E402
@@ -48,6 +50,7 @@ class ScriptedRobot(Node):
         self.arm, self.gripper = [], []
         self.lock = threading.Lock()
         self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
+        self.success_pub = self.create_publisher(Bool, "/scripted_robot/task_success", 10)
         self.image_pubs = {c.name: self.create_publisher(Image, embodiment.camera_topic(c), 10)
                            for c in embodiment.cameras}
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -97,7 +100,8 @@ def graph():
     world.reset(parse_instruction("touch the red cube"), seed=1)
     node = PolicyNode(world=world, context=context, parameter_overrides=[
         Parameter("robot", value="so101"), Parameter("policy", value="expert"),
-        Parameter("instruction", value="touch the red cube")])
+        Parameter("instruction", value="touch the red cube"),
+        Parameter("success_topic", value="/scripted_robot/task_success")])
     robot = ScriptedRobot(context, embodiment)
     listener = Node("listener", context=context)
     executor = MultiThreadedExecutor(context=context)
@@ -198,6 +202,36 @@ def test_status_and_diagnostics_publish(graph):
     assert statuses[-1].policy == "expert" and statuses[-1].chunks_received > 0
     keys = {kv.key for status in diagnostics[-1].status for kv in status.values}
     assert "inference latency [s]" in keys and "queue depth [steps]" in keys
+
+
+def execute(listener, instruction, timeout):
+    from rclpy.action import ActionClient
+
+    client = ActionClient(listener, ExecuteInstruction, "/vla_policy/execute")
+    assert client.wait_for_server(timeout_sec=5.0)
+    sent = client.send_goal_async(ExecuteInstruction.Goal(instruction=instruction, timeout=timeout))
+    assert wait_for(sent.done)
+    return sent.result().get_result_async()
+
+
+def test_execute_instruction_times_out_and_holds(graph):
+    node, _, listener = graph
+    result = execute(listener, "touch the blue cube", 0.5)
+    assert wait_for(result.done)
+    assert not result.result().result.success
+    assert "timeout after 0.5 s" in result.result().result.message
+    assert node.runner.instruction == "touch the blue cube" and node.runner.paused
+    node.runner.resume()
+
+
+def test_execute_instruction_succeeds_on_the_success_topic(graph):
+    _, robot, listener = graph
+    result = execute(listener, "touch the red cube", 10.0)
+    time.sleep(0.5)
+    robot.success_pub.publish(Bool(data=True))
+    assert wait_for(result.done)
+    outcome = result.result().result
+    assert outcome.success and outcome.message == "succeeded" and outcome.steps > 0
 
 
 def test_deactivate_stops_commanding(graph):

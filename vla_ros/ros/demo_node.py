@@ -15,6 +15,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
+from vla_ros.ros.launch_params import MUJOCO_SUCCESS_TOPIC
 from vla_ros.ros.policy_node import PolicyNode
 from vla_ros.ros.sim_node import MujocoRobotNode
 
@@ -34,7 +35,7 @@ def main(args=None) -> None:
     policy = PolicyNode(world=sim.world, parameter_overrides=[
         Parameter("robot", value=options.robot), Parameter("policy", value="expert"),
         Parameter("instruction", value=options.instruction), Parameter("dry_run", value=options.dry_run),
-        Parameter("use_sim_time", value=True)])
+        Parameter("use_sim_time", value=True), Parameter("success_topic", value=MUJOCO_SUCCESS_TOPIC)])
     executor = MultiThreadedExecutor()
     executor.add_node(sim)
     executor.add_node(policy)

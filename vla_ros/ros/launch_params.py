@@ -11,6 +11,7 @@ from vla_ros.core.errors import ConfigError, did_you_mean
 
 SIM_CHOICES = ("mujoco", "gazebo", "isaac", "none")
 ISAAC_JOINT_COMMAND_TOPIC = "/joint_command"  # the Isaac Sim ROS 2 bridge's articulation controller input
+MUJOCO_SUCCESS_TOPIC = "/mujoco_robot/task_success"  # published by vla_ros.ros.sim_node
 
 
 def parse_bool(value: str | bool, *, argument: str) -> bool:
@@ -44,6 +45,8 @@ def policy_node_parameters(*, robot: str, sim: str, policy: str, instruction: st
     }
     if sim == "isaac":
         parameters["joint_command_topic"] = ISAAC_JOINT_COMMAND_TOPIC
+    if sim == "mujoco":
+        parameters["success_topic"] = MUJOCO_SUCCESS_TOPIC
     if sim == "mujoco" and embodiment.robot not in ("so101", "panda"):
         raise ConfigError(f"sim:=mujoco has models of so101 and panda only, not '{embodiment.robot}': "
                           "use sim:=gazebo, sim:=isaac or sim:=none")

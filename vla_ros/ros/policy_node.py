@@ -12,21 +12,23 @@ publishes what the runner returns to the robot's controllers. Lifecycle:
 from __future__ import annotations
 
 import math
+import time
 
 import rclpy
 from control_msgs.action import FollowJointTrajectory, GripperCommand
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import Updater
-from rclpy.action import ActionClient
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.action import ActionClient, ActionServer
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from vla_ros.action import ExecuteInstruction
 from vla_ros.core.embodiment import CommandInterface, ImageTransport, OutputSpec, load_embodiment
 from vla_ros.core.errors import ObservationError, VlaRosError
 from vla_ros.core.features import IMAGES_PREFIX
@@ -55,6 +57,8 @@ PARAMETERS = {
     "merge": (MergeStrategy.BLEND.value, "how a new chunk joins the queued one: replace, blend or ensemble"),
     "refill_threshold_steps": (-1, "ask for a new chunk when this many steps remain; -1: half a chunk"),
     "status_rate_hz": (2.0, "rate of ~/status and /diagnostics"),
+    "success_topic": ("", "std_msgs/Bool topic saying the task succeeded (sim: /mujoco_robot/task_success); "
+                          "ends ~/execute goals with success. Empty: goals end on timeout or cancel only"),
     "joint_command_topic": ("", "if set, publish every joint as sensor_msgs/JointState on this topic instead of "
                                 "the robot config's outputs (Isaac Sim: /joint_command)"),
 }
@@ -73,6 +77,7 @@ class PolicyNode(LifecycleNode):
         self._active_entities = []
         self._logged_once: set[tuple[str, str]] = set()
         self._last_gripper_goal: dict[str, float] = {}
+        self._ticks = 0  # control ticks since start
 
     def _param(self, name: str):
         return self.get_parameter(name).value
@@ -103,6 +108,12 @@ class PolicyNode(LifecycleNode):
         self.create_service(Trigger, "~/resume", self._on_resume)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(SetInstruction, "~/set_instruction", self._on_set_instruction)
+        self._successes = 0  # task-success messages seen; a goal succeeds on one that arrives after it started
+        if self._param("success_topic"):
+            # Volatile on purpose: a latched success from an earlier episode must not end a new goal.
+            self.create_subscription(Bool, self._param("success_topic"), self._on_success, 10)
+        self._execute_server = ActionServer(self, ExecuteInstruction, "~/execute", self._execute,
+                                            callback_group=ReentrantCallbackGroup())
         self.get_logger().info(f"configured: robot '{self.embodiment.robot}', policy '{policy.metadata.name}' "
                                f"({policy.metadata.description})")
         return TransitionCallbackReturn.SUCCESS
@@ -191,10 +202,14 @@ class PolicyNode(LifecycleNode):
 
     # -- control tick ------------------------------------------------------------------------------------------------
 
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _on_control_tick(self) -> None:
-        now = self.get_clock().now().nanoseconds * 1e-9
+        now = self._now()
         if now <= 0.0:
             return  # use_sim_time before the first /clock message
+        self._ticks += 1
         result = self.runner.tick(now)
         self._publish_previews()
         if result.command is None:
@@ -281,6 +296,44 @@ class PolicyNode(LifecycleNode):
                                              position=command.positions.tolist()))
 
     # -- services, status, diagnostics -------------------------------------------------------------------------------
+
+    def _on_success(self, msg: Bool) -> None:
+        if msg.data:
+            self._successes += 1
+
+    def _execute(self, goal_handle):
+        """Follow the goal's instruction until the success topic says so, the timeout passes, or a cancel."""
+        request = goal_handle.request
+        result = ExecuteInstruction.Result()
+        if self.runner is None or not self._active_entities:
+            goal_handle.abort()
+            result.message = "the policy node is not active: configure and activate it first"
+            return result
+        self.runner.set_instruction(request.instruction)
+        self.runner.resume()
+        successes, ticks, start = self._successes, self._ticks, time.monotonic()
+        feedback = ExecuteInstruction.Feedback()
+        while True:
+            elapsed = time.monotonic() - start
+            result.steps, result.elapsed = self._ticks - ticks, elapsed
+            if self._successes > successes:
+                goal_handle.succeed()
+                result.success, result.message = True, "succeeded"
+                return result
+            if goal_handle.is_cancel_requested:
+                self.runner.pause()
+                goal_handle.canceled()
+                result.message = "cancelled: the arm holds"
+                return result
+            if request.timeout > 0 and elapsed >= request.timeout:
+                self.runner.pause()
+                goal_handle.abort()
+                result.message = f"timeout after {request.timeout:.1f} s: the arm holds"
+                return result
+            feedback.steps, feedback.elapsed = result.steps, elapsed
+            feedback.queue_depth = self.runner.pipeline.scheduler.remaining_steps(self._now())
+            goal_handle.publish_feedback(feedback)
+            time.sleep(0.1)
 
     def _on_pause(self, request, response):
         self.runner.pause()
