@@ -1,4 +1,5 @@
-"""ObservationAssembler: merging joint states by name, stamp checks, staleness, camera sync, and a property test."""
+"""ObservationAssembler: merging joint states by name, stamp checks, staleness, the reference time, the joint state
+history, camera sync, and a property test."""
 
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ def test_from_embodiment_rejects_unknown_override():
         ({"buffer_size": 0}, "buffer_size must be an integer >= 1, got 0"),
         ({"buffer_size": 2.5}, "buffer_size must be an integer"),
         ({"max_future_s": -0.01}, "max_future_s must be >= 0"),
+        ({"joint_history_s": 0.0}, "joint_history_s must be > 0 s, got 0.0"),
+        ({"joint_history_s": None}, "joint_history_s must be a finite number of seconds > 0, got None"),
     ],
 )
 def test_config_rejects_bad_values(overrides, match):
@@ -317,9 +320,15 @@ def test_stale_joint_state_holds_naming_the_topic_and_recovers():
                                           "(joint_state_timeout_s 0.2)")
     assert assembler.counters["hold_stale_joint_state"] == 1
     assembler.add_joint_state(GRIPPER, 1.3, ["g"], [3.0])
-    observation = assembler.assemble(1.3, "")
-    np.testing.assert_array_equal(observation.joint_positions, [1.0, 2.0, 3.0])
+    observation = assembler.assemble(1.3, "")  # taken at the images' time, 1.0: the values then
+    assert observation.stamp == 1.0
+    np.testing.assert_array_equal(observation.joint_positions, [0.1, 0.2, 0.3])
     assert assembler.last_hold_reason is None
+    for camera in ("front", "wrist"):
+        assembler.add_image(camera, 1.3, image())
+    observation = assembler.assemble(1.3, "")
+    assert observation.stamp == 1.3
+    np.testing.assert_array_equal(observation.joint_positions, [1.0, 2.0, 3.0])
 
 
 def test_stale_camera_holds_naming_it_and_recovers():
@@ -349,51 +358,59 @@ def test_ages_per_topic_and_camera():
 # -- cameras ----------------------------------------------------------------------------------------------------------
 
 
-def test_picks_the_buffered_image_closest_to_the_joint_state():
-    assembler = ObservationAssembler(config(cameras=("wrist",), sync_tolerance_s=0.05))
+def test_picks_the_buffered_image_closest_to_the_reference_time():
+    assembler = ObservationAssembler(config(sync_tolerance_s=0.05))
+    feed(assembler, 1.0, images=False)
+    feed(assembler, 1.1, images=False)
+    assembler.add_image("front", 1.0, image(9))  # the older camera: t_ref = 1.0
     for k, t in enumerate([0.90, 0.97, 1.02, 1.10]):
         assembler.add_image("wrist", t, image(k))
-    feed(assembler, 1.0, images=False)
     observation = assembler.assemble(1.1, "")
+    assert observation.stamp == 1.0 and observation.images["front"][0, 0, 0] == 9
     assert observation.images["wrist"][0, 0, 0] == 2  # 1.02 is 0.02 away; 0.97 is 0.03 away
 
 
 def test_equally_close_images_pick_the_newer():
     for tolerance in (0.4, 0.5):
-        assembler = ObservationAssembler(config(cameras=("wrist",), sync_tolerance_s=tolerance,
-                                                joint_state_timeout_s=None))
+        assembler = ObservationAssembler(config(sync_tolerance_s=tolerance, joint_state_timeout_s=None,
+                                                camera_timeout_s=None))
+        assembler.add_image("front", 1.0, image(9))
         assembler.add_image("wrist", 0.5, image(1))
         assembler.add_image("wrist", 1.5, image(2))
         feed(assembler, 1.0, images=False)
         observation = assembler.assemble(1.5, "")
         if tolerance == 0.4:
-            assert observation is None and "0.500 s away from the joint state (closest image after it)" in (
+            assert observation is None and "camera 'wrist' is 0.500 s away from t_ref (closest image after it)" in (
                 assembler.last_hold_reason)
         else:
-            assert observation.images["wrist"][0, 0, 0] == 2
+            assert observation.stamp == 1.0 and observation.images["wrist"][0, 0, 0] == 2
 
 
-def test_out_of_sync_camera_holds_naming_it_and_the_offset():
+def test_cameras_out_of_sync_with_each_other_hold_naming_the_camera_and_the_offset():
     assembler = ObservationAssembler(config(sync_tolerance_s=0.05))
     feed(assembler, 1.0, images=False)
     assembler.add_image("front", 1.0, image())
-    assembler.add_image("wrist", 0.88, image())
+    assembler.add_image("wrist", 0.88, image())  # the older camera: t_ref = 0.88, front's image is 0.12 s after
     assert assembler.assemble(1.0, "") is None
     reason = assembler.last_hold_reason
-    assert reason.startswith("camera 'wrist' is 0.120 s away from the joint state (closest image before it)")
-    assert "sync_tolerance_s 0.05" in reason and "front" not in reason
+    assert reason.startswith("camera 'front' is 0.120 s away from t_ref (closest image after it)")
+    assert "sync_tolerance_s 0.05, t_ref 0.880 s, the latest image of camera 'wrist'" in reason
+    assert "camera 'wrist' is" not in reason
     assert assembler.counters["hold_out_of_sync"] == 1
-    assembler.add_image("wrist", 0.96, image())  # within tolerance: in sync again
-    assert assembler.assemble(1.0, "") is not None
+    assembler.add_image("wrist", 0.96, image())  # within tolerance of front's: in sync again
+    observation = assembler.assemble(1.0, "")
+    assert observation.stamp == 0.96  # 0.04 s before the only joint state snapshot: within tolerance, its values
+    np.testing.assert_array_equal(observation.joint_positions, [0.1, 0.2, 0.3])
 
 
 def test_buffer_keeps_only_the_newest_images():
-    assembler = ObservationAssembler(config(cameras=("wrist",), buffer_size=2, sync_tolerance_s=0.01))
+    assembler = ObservationAssembler(config(buffer_size=2, sync_tolerance_s=0.01))
+    assembler.add_image("front", 1.0, image())
     for t in (1.0, 1.1, 1.2):
         assembler.add_image("wrist", t, image())
     feed(assembler, 1.0, images=False)
-    assert assembler.assemble(1.2, "") is None  # the image stamped 1.0 was evicted
-    assert "0.100 s away" in assembler.last_hold_reason and "buffer_size 2" in assembler.last_hold_reason
+    assert assembler.assemble(1.2, "") is None  # wrist's image stamped 1.0 was evicted
+    assert "'wrist' is 0.100 s away" in assembler.last_hold_reason and "buffer_size 2" in assembler.last_hold_reason
 
 
 @pytest.mark.parametrize(
@@ -419,6 +436,143 @@ def test_robot_without_cameras():
     assembler = ObservationAssembler(config(cameras=()))
     feed(assembler, 1.0)
     assert assembler.assemble(1.0, "").images == {}
+
+
+# -- reference time and joint state history ---------------------------------------------------------------------------
+
+
+def joints(assembler: ObservationAssembler, *hundredths: int) -> None:
+    """Joint states stamped k / 100 s on both topics: a1 = k, a2 = k**2, g = 0.5."""
+    for k in hundredths:
+        assert assembler.add_joint_state(ARM, k / 100, ["a1", "a2"], [k, k**2]) is None
+        assert assembler.add_joint_state(GRIPPER, k / 100, ["g"], [0.5]) is None
+
+
+def test_a_10_hz_camera_with_100_hz_joint_states_assembles_every_tick_at_the_image_time():
+    """The newest image lags the newest joint state by 35 to 125 ms: paired with the newest joint state it would be
+    out of sync most ticks. Taken at the image's time, every tick assembles, the joints interpolated there."""
+    assembler = ObservationAssembler(config(cameras=("front",)))
+    observations = {}
+    lags = []
+    for ms in range(1001):
+        if ms % 10 == 0:
+            joints(assembler, ms // 10)
+        if ms % 100 == 40:  # 10 Hz camera stamped 5 ms past each 100 ms, arriving 35 ms after its stamp
+            assert assembler.add_image("front", (ms - 35) / 1000, image(ms // 100)) is None
+        if ms % 10 == 0 and ms >= 40:  # 100 Hz control ticks, from the first image on
+            observation = assembler.assemble(ms / 1000, "")
+            assert observation is not None, assembler.last_hold_reason
+            observations[observation.stamp] = observation.joint_positions
+            lags.append(ms / 1000 - observation.stamp)
+    assert assembler.counters["assembled"] == 97 and assembler.counters["hold_out_of_sync"] == 0
+    assert max(lags) > 2 * assembler.config.sync_tolerance_s
+    assert sorted(observations) == [(100 * k + 5) / 1000 for k in range(10)]
+    # Hand-computed: at 0.105 s, halfway between the snapshots at 0.10 s (a1 10, a2 100) and 0.11 s (11, 121).
+    np.testing.assert_allclose(observations[0.105], [10.5, 110.5, 0.5], rtol=1e-12)
+    np.testing.assert_allclose(observations[0.905], [90.5, 8190.5, 0.5], rtol=1e-12)  # (8100 + 8281) / 2
+    np.testing.assert_allclose(observations[0.005], [0.5, 0.5, 0.5], rtol=1e-12)  # (0 + 1) / 2
+    # The safety filter still gets the newest measurement.
+    np.testing.assert_array_equal(assembler.measured_positions(1.0)[0], [100, 10000, 0.5])
+
+
+def test_two_cameras_at_different_phases_are_taken_at_the_older_cameras_time():
+    assembler = ObservationAssembler(config())
+    joints(assembler, *range(90, 111))
+    for t, k in ((0.95, 1), (1.00, 2), (1.05, 3)):  # front at 20 Hz
+        assembler.add_image("front", t, image(k))
+    for t, k in ((0.915, 11), (1.015, 12)):  # wrist at 10 Hz, another phase
+        assembler.add_image("wrist", t, image(k))
+    observation = assembler.assemble(1.1, "")
+    assert observation.stamp == 1.015  # wrist has nothing at front's 1.05 yet
+    np.testing.assert_allclose(observation.joint_positions, [101.5, (101**2 + 102**2) / 2, 0.5], rtol=1e-12)
+    assert observation.images["wrist"][0, 0, 0] == 12 and observation.images["front"][0, 0, 0] == 2  # 1.00: 0.015 s
+    assembler.add_image("wrist", 1.065, image(13))  # now front is the older camera
+    observation = assembler.assemble(1.1, "")
+    assert observation.stamp == 1.05
+    np.testing.assert_array_equal(observation.joint_positions, [105, 105**2, 0.5])  # exactly on a snapshot
+    assert observation.images["wrist"][0, 0, 0] == 13 and observation.images["front"][0, 0, 0] == 3
+
+
+@pytest.mark.parametrize(
+    ("hundredths", "image_stamp", "expected"),
+    [
+        ((100, 101, 102), 1.01, [101, 101**2, 0.5]),  # exactly on a snapshot: its values
+        ((100, 101, 102), 1.0075, [100.75, 100**2 + 0.75 * (101**2 - 100**2), 0.5]),  # between two: interpolated
+        ((100, 101, 102), 0.96, [100, 100**2, 0.5]),  # before the first, within tolerance: the first's values
+        ((100, 101, 102), 1.06, [102, 102**2, 0.5]),  # after the last, within tolerance: the last's (no extrapolation)
+        ((100, 101, 102), 0.94, "0.060 s after it (t_ref is older than the history"),
+        ((100, 101, 102), 1.08, "0.060 s before it (t_ref is newer than the history: the joint states lag"),
+        ((100, 120), 1.09, "0.090 s before it (t_ref falls in a gap of the joint states"),
+    ],
+)
+def test_joint_positions_at_the_reference_time(hundredths, image_stamp, expected):
+    assembler = ObservationAssembler(config(cameras=("front",), sync_tolerance_s=0.05))
+    joints(assembler, *hundredths)
+    assembler.add_image("front", image_stamp, image())
+    observation = assembler.assemble(1.2, "")
+    if isinstance(expected, str):
+        assert observation is None
+        assert assembler.last_hold_reason.startswith(
+            f"joint state history does not cover the camera time t_ref {image_stamp:.3f} s: its nearest snapshot is")
+        assert expected in assembler.last_hold_reason and "sync_tolerance_s 0.05" in assembler.last_hold_reason
+        assert assembler.counters["hold_out_of_sync"] == 1
+    else:
+        assert observation.stamp == image_stamp
+        np.testing.assert_allclose(observation.joint_positions, expected, rtol=1e-12)
+
+
+def test_a_history_shorter_than_the_cameras_lag_holds_out_of_sync():
+    for history_s in (0.1, 0.5):
+        assembler = ObservationAssembler(config(cameras=("front",), joint_history_s=history_s))
+        joints(assembler, *range(101))
+        assembler.add_image("front", 0.7, image())  # 0.3 s behind the joint states
+        observation = assembler.assemble(1.0, "")
+        if history_s == 0.1:
+            assert observation is None
+            assert assembler.last_hold_reason == (
+                "joint state history does not cover the camera time t_ref 0.700 s: its nearest snapshot is 0.200 s "
+                "after it (t_ref is older than the history: raise joint_history_s, or the images lag too much; "
+                "history 0.900 to 1.000 s, sync_tolerance_s 0.05, joint_history_s 0.1)")
+            assert assembler.counters["hold_out_of_sync"] == 1
+        else:
+            np.testing.assert_array_equal(observation.joint_positions, [70, 4900, 0.5])
+
+
+def test_history_records_complete_merged_states_and_the_later_arrival_wins():
+    assembler = ObservationAssembler(config(cameras=("front",), joint_state_timeout_s=None))
+    assembler.add_joint_state(ARM, 0.98, ["a1", "a2"], [9.0, 9.0])  # g unknown yet: no merged state, no snapshot
+    assembler.add_joint_state(ARM, 1.0, ["a1", "a2"], [1.0, 1.0])
+    assembler.add_joint_state(GRIPPER, 1.0, ["g"], [0.0])  # first snapshot: 1.0
+    assembler.add_joint_state(ARM, 1.01, ["a1", "a2"], [2.0, 2.0])  # snapshot 1.01, g still 0
+    assembler.add_joint_state(GRIPPER, 1.005, ["g"], [1.0])  # merged stamp stays 1.01: replaces that snapshot
+    assembler.add_image("front", 0.99, image())  # before the first snapshot by 0.01 s: its values
+    np.testing.assert_array_equal(assembler.assemble(1.01, "").joint_positions, [1.0, 1.0, 0.0])
+    assembler.add_image("front", 1.005, image())
+    np.testing.assert_allclose(assembler.assemble(1.01, "").joint_positions, [1.5, 1.5, 0.5], rtol=1e-12)
+    assembler.add_image("front", 1.01, image())
+    np.testing.assert_array_equal(assembler.assemble(1.01, "").joint_positions, [2.0, 2.0, 1.0])
+
+
+def test_clock_jump_empties_the_history():
+    assembler = ObservationAssembler(config(cameras=("front",)))
+    joints(assembler, 1000, 1010)
+    joints(assembler, 50, 60)  # 10 s back: a clock jump
+    assert assembler.counters["clock_jump"] == 1
+    assembler.add_image("front", 0.3, image())
+    assert assembler.assemble(0.6, "") is None
+    assert "history 0.500 to 0.600 s" in assembler.last_hold_reason
+    assembler.add_image("front", 0.55, image())
+    np.testing.assert_allclose(assembler.assemble(0.6, "").joint_positions, [55, (50**2 + 60**2) / 2, 0.5])
+
+
+def test_reset_empties_the_history():
+    assembler = ObservationAssembler(config(cameras=("front",), camera_timeout_s=None))
+    joints(assembler, 100)
+    assembler.reset()
+    joints(assembler, 200)
+    assembler.add_image("front", 1.0, image())  # the forgotten snapshot at 1.0 must not answer for it
+    assert assembler.assemble(2.0, "") is None
+    assert "history 2.000 to 2.000 s" in assembler.last_hold_reason
 
 
 # -- inputs, outputs, reset -------------------------------------------------------------------------------------------
@@ -502,6 +656,7 @@ def test_instruction_must_be_a_string():
 
 TOLERANCE = 0.05
 BUFFER = 4
+HISTORY = 0.25
 
 
 @st.composite
@@ -526,38 +681,52 @@ def interleavings(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(interleavings())
-def test_assembled_positions_are_the_latest_and_images_within_tolerance(events):
+def test_observations_are_taken_at_the_oldest_cameras_latest_image(events):
     assembler = ObservationAssembler(config(sync_tolerance_s=TOLERANCE, buffer_size=BUFFER, joint_state_timeout_s=None,
-                                            camera_timeout_s=None))
-    latest: dict[str, tuple[float, float]] = {}  # joint -> (stamp, value)
+                                            camera_timeout_s=None, joint_history_s=HISTORY))
+    values: dict[str, tuple[float, float]] = {}  # joint -> (stamp, value)
+    history: list[tuple[float, list[float]]] = []  # the merged state after each message: (stamp, positions)
     buffers: dict[str, list[tuple[float, int]]] = {"front": [], "wrist": []}
     now = 0.0
     for message in events:
         if len(message) == 4:
             topic, stamp, names, positions = message
             assert assembler.add_joint_state(topic, stamp, names, positions) is None
-            latest.update({n: (stamp, v) for n, v in zip(names, positions, strict=True) if n in JOINTS})
+            values.update({n: (stamp, v) for n, v in zip(names, positions, strict=True)
+                           if n in JOINTS and stamp >= values.get(n, (-math.inf,))[0]})
+            if len(values) == len(JOINTS):
+                merged = (max(s for s, _ in values.values()), [values[n][1] for n in JOINTS])
+                history = [h for h in history if h[0] < merged[0]] + [merged]
+                kept = [h for h in history if h[0] > merged[0] - HISTORY]
+                history = history[-len(kept) - 1:]  # and the newest one at or before merged stamp - HISTORY
         else:
             camera, stamp, k = message
             assert assembler.add_image(camera, stamp, image(k)) is None
             buffers[camera] = (buffers[camera] + [(stamp, k)])[-BUFFER:]
         now = max(now, stamp)
         observation = assembler.assemble(now, "task")
-        if len(latest) < len(JOINTS) or not all(buffers.values()):
+        if len(values) < len(JOINTS) or not all(buffers.values()):
             assert observation is None and assembler.last_hold_reason.startswith("waiting")
             event("waiting")
             continue
-        stamp = max(s for s, _ in latest.values())
-        closest = {camera: min(reversed(b), key=lambda e: abs(e[0] - stamp)) for camera, b in buffers.items()}
-        in_sync = all(abs(s - stamp) <= TOLERANCE for s, _ in closest.values())
-        if not in_sync:
-            assert observation is None and "away from the joint state" in assembler.last_hold_reason
-            event("out of sync")
+        t_ref = min(b[-1][0] for b in buffers.values())
+        closest = {camera: min(reversed(b), key=lambda e: abs(e[0] - t_ref)) for camera, b in buffers.items()}
+        if any(abs(s - t_ref) > TOLERANCE for s, _ in closest.values()):
+            assert observation is None and "away from t_ref" in assembler.last_hold_reason
+            event("out of sync: cameras")
+            continue
+        stamps = [s for s, _ in history]
+        if min(abs(s - t_ref) for s in stamps) > TOLERANCE:
+            assert observation is None
+            assert assembler.last_hold_reason.startswith("joint state history does not cover the camera time")
+            event("out of sync: joint state history")
             continue
         assert observation is not None
-        event("assembled")
-        assert observation.stamp == stamp
-        np.testing.assert_array_equal(observation.joint_positions, [latest[n][1] for n in JOINTS])
+        event("assembled, joints interpolated" if stamps[0] < t_ref < stamps[-1] and t_ref not in stamps
+              else "assembled, joints at a snapshot")
+        assert observation.stamp == t_ref
+        expected = [np.interp(t_ref, stamps, [p[j] for _, p in history]) for j in range(len(JOINTS))]
+        np.testing.assert_allclose(observation.joint_positions, expected, rtol=0, atol=1e-12)
         for camera, (image_stamp, k) in closest.items():
             assert observation.images[camera][0, 0, 0] == k
             assert abs(image_stamp - observation.stamp) <= TOLERANCE

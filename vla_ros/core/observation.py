@@ -15,8 +15,25 @@ Definitions used throughout:
   newest of its values' stamps (the instant of the latest information in it); its **age** at `now` is
   that of its oldest value, now - min(stamps), the conservative figure for staleness and for the
   safety filter. Values of one merged state may thus be up to `joint_state_timeout_s` apart.
-- An observation pairs the merged joint state with, per camera, the buffered image whose stamp is
-  closest to the joint state's stamp (equally close: the newer one).
+- The *joint state history* records the merged joint state over time, as snapshots (stamp, positions).
+  Once every joint has a value, each accepted joint state message adds a snapshot stamped with the
+  merged state's stamp; a message that leaves that stamp unchanged (an older value from another topic,
+  or one that changed nothing) replaces the newest snapshot instead (the later arrival wins), so
+  snapshot stamps strictly increase. Of the snapshots at least `joint_history_s` older than the newest,
+  only the newest is kept: once filled, the history spans at least `joint_history_s`.
+  A clock jump and `reset` empty it.
+- The *merged joint state at time t* is read from the history: at a snapshot's stamp, that snapshot;
+  between two consecutive snapshots, per joint the linear interpolation between them; before the
+  first snapshot or after the last, that snapshot as it is (no extrapolation). It is defined only
+  when some snapshot lies within `sync_tolerance_s` of t (otherwise the history does not *cover* t:
+  t is too old, too new, or in a gap of the joint states).
+- An observation is taken at its *reference time* t_ref, the newest instant at which every camera has
+  an image: the oldest of the cameras' latest image stamps (images are the slowest sensors); without
+  cameras, the merged joint state's stamp. Its stamp is t_ref; its joint positions are the merged
+  joint state at t_ref; its image of each camera is the buffered image whose stamp is closest to
+  t_ref (equally close: the newer one), which must lie within `sync_tolerance_s` of t_ref.
+- The *measured positions* are the merged joint state itself (the newest values, for the safety
+  filter), not the state at t_ref.
 
 Stamps are checked per topic (per joint-state topic, per camera): a stamp equal to the topic's latest
 accepted one is a duplicate, an older one is out of order, both dropped; a stamp more than
@@ -33,6 +50,7 @@ may run in parallel under a multi-threaded executor.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import deque
@@ -66,7 +84,7 @@ HOLD_REASONS = (
     "future_stamp",  # a joint state or image stamped more than max_future_s after `now`
     "stale_joint_state",  # a joint's value is older than joint_state_timeout_s
     "stale_camera",  # a camera's latest image is older than camera_timeout_s
-    "out_of_sync",  # no buffered image of some camera is within sync_tolerance_s of the joint state
+    "out_of_sync",  # some camera has no image within sync_tolerance_s of t_ref, or the joint history misses t_ref
 )
 EVENTS = ("clock_jump", "assembled")
 COUNTERS = DROP_REASONS + tuple(f"hold_{reason}" for reason in HOLD_REASONS) + EVENTS
@@ -108,23 +126,27 @@ class AssemblerConfig:
       `prefix` before it is matched to `joint_names`.
     - `cameras`: the robot's camera names (may be empty). Camera names and topics must differ: both key
       `ages` and `drops`.
-    - `sync_tolerance_s`: the farthest an image's stamp may be from the joint state's stamp in one
-      observation. >= 0 (0: stamps must match exactly, as in a simulator publishing both at once).
-      The newest joint state is paired with the images already received, so a camera whose images
-      arrive later after their stamp than this (transport and decoding latency, plus up to one frame
-      period) is never in sync: `assemble` keeps holding with reason out_of_sync naming it.
+    - `sync_tolerance_s`: the farthest an image's stamp may be from the observation's reference time
+      t_ref, and the farthest t_ref may be from the nearest snapshot of the joint state history. >= 0
+      (0: stamps must match exactly, as in a simulator publishing both at once). t_ref is the oldest
+      camera's latest image, so this bounds how far apart the cameras' frames may be: keep it above
+      half the slowest camera's frame period (phases of unsynchronised cameras) and above half the
+      joint states' period.
     - `joint_state_timeout_s`: hold when a joint's value is older; None = off. > 0.
     - `camera_timeout_s`: hold when a camera's latest image is older; None = off. > 0.
     - `clock_jump_s`: a stamp more than this before its topic's latest accepted stamp means the clock
       was reset: everything is forgotten and the message accepted. > 0.
-    - `buffer_size`: images kept per camera for stamp matching. >= 1. Keep
-      buffer_size * camera period above the joint state's lag behind the camera, or the matching image
-      is evicted before it is needed.
+    - `buffer_size`: images kept per camera for stamp matching. >= 1. Keep buffer_size * camera period
+      above the lag of the oldest camera's latest image behind this camera's, or the matching image is
+      evicted before it is needed.
     - `max_future_s`: how far a stamp may lie after `now` and still count as fresh (clock offset between
       the machines stamping and this node, e.g. a camera PC synchronised by NTP/chrony). A stamp
       further ahead means the clocks disagree (a publisher on wall time, this node on sim time, or
       the reverse): ages would be negative and staleness never detected, so `assemble` holds and
       `measured_positions` reports a NaN age (which the safety filter treats as stale). >= 0.
+    - `joint_history_s`: how far back before the newest snapshot the joint state history reaches (s).
+      > 0. Keep it above the cameras' lag behind the joint states (transport and decoding latency, plus
+      one frame period of the slowest camera): t_ref older than the history holds with out_of_sync.
     """
 
     joint_names: tuple[str, ...]
@@ -136,6 +158,7 @@ class AssemblerConfig:
     clock_jump_s: float = 1.0
     buffer_size: int = 10
     max_future_s: float = 0.1
+    joint_history_s: float = 1.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -165,6 +188,7 @@ class AssemblerConfig:
             set_(self, name, _seconds(name, getattr(self, name), allow_none=True))
         set_(self, "clock_jump_s", _seconds("clock_jump_s", self.clock_jump_s))
         set_(self, "max_future_s", _seconds("max_future_s", self.max_future_s, allow_zero=True))
+        set_(self, "joint_history_s", _seconds("joint_history_s", self.joint_history_s))
         if isinstance(self.buffer_size, bool) or not isinstance(self.buffer_size, Integral) or self.buffer_size < 1:
             raise ConfigError(f"buffer_size must be an integer >= 1, got {self.buffer_size!r}", key="buffer_size")
         set_(self, "buffer_size", int(self.buffer_size))
@@ -230,9 +254,13 @@ class ObservationAssembler:
         self._images: dict[str, deque[tuple[float, np.ndarray]]] = {
             camera: deque(maxlen=self.config.buffer_size) for camera in self.config.cameras
         }
+        # The joint state history: snapshot stamps, strictly increasing, and the positions (n,) at each.
+        self._history_stamps: deque[float] = deque()
+        self._history_positions: deque[np.ndarray] = deque()
 
     def reset(self) -> None:
-        """Forget every joint value, image and stamp (after a clock reset, or on lifecycle deactivate).
+        """Forget every joint value, image and stamp, and the joint state history (after a clock reset, or on
+        lifecycle deactivate).
 
         Counters are kept: they count since construction.
         """
@@ -293,7 +321,24 @@ class ObservationAssembler:
             self._stamps[indices] = stamp
             for i in indices:
                 self._sources[i] = source
+            self._record_snapshot()
         return None
+
+    def _record_snapshot(self) -> None:
+        """Called under the lock after each accepted joint state: the merged state joins the history."""
+        if np.isneginf(self._stamps).any():
+            return  # no merged joint state until every joint has a value
+        stamp = float(self._stamps.max())
+        stamps, positions = self._history_stamps, self._history_positions
+        if stamps and stamps[-1] == stamp:  # the merged stamp did not advance: the later arrival wins
+            positions[-1] = self._positions.copy()
+            return
+        stamps.append(stamp)
+        positions.append(self._positions.copy())
+        # Keep the newest snapshot at or before stamp - joint_history_s, so the history spans joint_history_s.
+        while len(stamps) >= 2 and stamps[1] <= stamp - self.config.joint_history_s:
+            stamps.popleft()
+            positions.popleft()
 
     def add_image(self, camera: str, stamp: float, image: np.ndarray) -> Drop | None:
         """Buffer one (H, W, 3) uint8 RGB image of `camera` (a copy is kept). Returns None when accepted,
@@ -399,8 +444,10 @@ class ObservationAssembler:
     def assemble(self, now: float, instruction: str) -> RobotObservation | None:
         """The observation at `now`, or None (hold) with `last_hold_reason` saying why.
 
-        The observation's stamp is the merged joint state's stamp; its images are, per camera, the
-        buffered image closest in stamp to it. Hold reasons, checked in this order: `HOLD_REASONS`.
+        The observation is taken at the reference time t_ref (the oldest camera's latest image; see the
+        module's definitions): its stamp is t_ref, its joint positions the merged joint state at t_ref
+        (interpolated in the joint state history), its images, per camera, the buffered image closest in
+        stamp to t_ref. Hold reasons, checked in this order: `HOLD_REASONS`.
         """
         now = self._now(now)
         if not isinstance(instruction, str):
@@ -413,11 +460,11 @@ class ObservationAssembler:
                 return None
             self._counters["assembled"] += 1
             self.last_hold_reason = None
-            stamp, images = result
+            stamp, positions, images = result
             return RobotObservation(stamp=stamp, joint_names=self.config.joint_names,
-                                    joint_positions=self._positions.copy(), images=images, instruction=instruction)
+                                    joint_positions=positions, images=images, instruction=instruction)
 
-    def _assemble(self, now: float) -> tuple[float, dict[str, np.ndarray]] | _Hold:
+    def _assemble(self, now: float) -> tuple[float, np.ndarray, dict[str, np.ndarray]] | _Hold:
         cfg = self.config
         missing_joints = [name for name, s in zip(cfg.joint_names, self._stamps, strict=True) if s == -np.inf]
         missing_cameras = [camera for camera, images in self._images.items() if not images]
@@ -458,22 +505,55 @@ class ObservationAssembler:
             if stale_cameras:
                 return _Hold("stale_camera", "; ".join(stale_cameras) + f" (camera_timeout_s {cfg.camera_timeout_s})")
 
-        stamp = float(self._stamps.max())
+        if cfg.cameras:
+            reference = min(cfg.cameras, key=lambda camera: self._latest[camera])  # ties: the first listed
+            t_ref = self._latest[reference]
+            basis = f"t_ref {t_ref:.3f} s, the latest image of camera '{reference}'"
+        else:
+            t_ref = float(self._stamps.max())
+            basis = f"t_ref {t_ref:.3f} s, the joint state's stamp"
         images: dict[str, np.ndarray] = {}
         far = []
         for camera, buffered in self._images.items():
-            best_stamp, best_image = min(reversed(buffered), key=lambda entry: abs(entry[0] - stamp))
-            offset = best_stamp - stamp
+            best_stamp, best_image = min(reversed(buffered), key=lambda entry: abs(entry[0] - t_ref))
+            offset = best_stamp - t_ref
             if abs(offset) > cfg.sync_tolerance_s:
                 side = "after" if offset > 0 else "before"
-                far.append(f"camera '{camera}' is {abs(offset):.3f} s away from the joint state "
-                           f"(closest image {side} it)")
+                far.append(f"camera '{camera}' is {abs(offset):.3f} s away from t_ref (closest image {side} it)")
             images[camera] = best_image
         if far:
             return _Hold("out_of_sync", "; ".join(far) + (
-                f" (sync_tolerance_s {cfg.sync_tolerance_s}, joint state stamp {stamp:.3f} s, buffer_size "
-                f"{cfg.buffer_size})"))
-        return stamp, images
+                f" (sync_tolerance_s {cfg.sync_tolerance_s}, {basis}, buffer_size {cfg.buffer_size})"))
+        positions = self._positions_at(t_ref)
+        if isinstance(positions, _Hold):
+            return positions
+        return t_ref, positions, images
+
+    def _positions_at(self, t: float) -> np.ndarray | _Hold:
+        """The merged joint state at `t`, read from the history (see the module's definitions)."""
+        stamps, positions, tolerance = self._history_stamps, self._history_positions, self.config.sync_tolerance_s
+        after = bisect.bisect_left(stamps, t)  # stamps[after - 1] < t <= stamps[after]
+        if after < len(stamps) and stamps[after] == t:
+            return positions[after].copy()
+        nearest = min((k for k in (after - 1, after) if 0 <= k < len(stamps)), key=lambda k: abs(stamps[k] - t))
+        gap = stamps[nearest] - t
+        if abs(gap) > tolerance:
+            if after == 0:
+                why = "t_ref is older than the history: raise joint_history_s, or the images lag too much"
+            elif after == len(stamps):
+                why = "t_ref is newer than the history: the joint states lag the cameras"
+            else:
+                why = "t_ref falls in a gap of the joint states"
+            side = "after" if gap > 0 else "before"
+            return _Hold("out_of_sync", f"joint state history does not cover the camera time t_ref {t:.3f} s: "
+                                        f"its nearest snapshot is {abs(gap):.3f} s {side} it ({why}; history "
+                                        f"{stamps[0]:.3f} to {stamps[-1]:.3f} s, sync_tolerance_s {tolerance}, "
+                                        f"joint_history_s {self.config.joint_history_s})")
+        if after == 0 or after == len(stamps):
+            return positions[nearest].copy()  # beyond an end, within tolerance: no extrapolation
+        t0, t1 = stamps[after - 1], stamps[after]
+        w = (t - t0) / (t1 - t0)
+        return (1.0 - w) * positions[after - 1] + w * positions[after]
 
     @staticmethod
     def _now(now: Any) -> float:
