@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vla_ros.bench.stats import summarize_ms
 from vla_ros.core.embodiment import CameraSpec, load_embodiment
 from vla_ros.core.features import PolicyFeatures, RobotObservation
 from vla_ros.core.images import decode_raw_image
@@ -82,14 +83,8 @@ def measure(robot: str, n_cameras: int, *, steps: int, image_size: tuple[int, in
         "cameras": n_cameras,
         "camera_resolution": [480, 640],
         "policy_image_size": list(image_size),
-        "stages_ms": {name: _percentiles(values) for name, values in stages.items()},
+        "stages_ms": {name: summarize_ms(np.asarray(values) * 1e3) for name, values in stages.items()},
     }
-
-
-def _percentiles(seconds: list[float]) -> dict:
-    ms = np.asarray(seconds) * 1e3
-    return {"p50": round(float(np.percentile(ms, 50)), 4), "p99": round(float(np.percentile(ms, 99)), 4),
-            "mean": round(float(ms.mean()), 4), "max": round(float(ms.max()), 4)}
 
 
 def main(args: argparse.Namespace) -> int:

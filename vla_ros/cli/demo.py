@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_ros.bench.stats import summarize_ms
 from vla_ros.core.embodiment import available_robots, load_embodiment
 from vla_ros.core.features import RobotObservation
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
@@ -141,8 +142,8 @@ def run(args: argparse.Namespace) -> dict:
         "dry_run": args.dry_run,
         "success_rate": sum(e.success for e in episodes) / max(1, len(episodes)),
         "episodes": [e.summary() for e in episodes],
-        "policy_latency_ms": _stats(policy_ms),
-        "pipeline_overhead_ms": _stats(overhead_ms),
+        "policy_latency_ms": summarize_ms(policy_ms),
+        "pipeline_overhead_ms": summarize_ms(overhead_ms),
         "stall_time_s": round(stall_ticks * period, 3),
         "safety_interventions": dict(sorted(interventions.items())),
     }
@@ -174,14 +175,6 @@ def main(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"json: {args.json}")
     return 0
-
-
-def _stats(values: list[float]) -> dict:
-    if not values:
-        return {"mean": 0.0, "p50": 0.0, "p99": 0.0, "count": 0}
-    array = np.asarray(values)
-    return {"mean": round(float(array.mean()), 4), "p50": round(float(np.percentile(array, 50)), 4),
-            "p99": round(float(np.percentile(array, 99)), 4), "count": len(values)}
 
 
 def _progress(total: int, *, disabled: bool):
