@@ -31,16 +31,29 @@ ARGUMENTS = [
                           description="use /clock (implied by sim:=mujoco|gazebo|isaac)"),
     DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
                           description="configure and activate the policy node at start"),
+    DeclareLaunchArgument("description_file", default_value="",
+                          description="the robot's URDF: shows the commanded pose as a ghost robot (frames preview/*)"),
 ]
+
+
+def _ghost_robot(description_file: str, use_sim_time: bool):
+    """robot_state_publisher on the policy node's ~/preview: the commanded pose in rviz, under frames preview/*."""
+    with open(description_file, encoding="utf-8") as f:
+        description = f.read()
+    return Node(package="robot_state_publisher", executable="robot_state_publisher", name="preview_state_publisher",
+                namespace="preview", output="screen",
+                parameters=[{"robot_description": description, "frame_prefix": "preview/",
+                             "use_sim_time": use_sim_time}],
+                remappings=[("joint_states", "/vla_policy/preview")])
 
 
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in
-           ("robot", "sim", "policy", "instruction", "dry_run", "use_sim_time", "autostart")}
+           ("robot", "sim", "policy", "instruction", "dry_run", "use_sim_time", "autostart", "description_file")}
     parameters = policy_node_parameters(robot=arg["robot"], sim=arg["sim"], policy=arg["policy"],
                                         instruction=arg["instruction"], dry_run=arg["dry_run"],
                                         use_sim_time=arg["use_sim_time"])
-    actions = []
+    actions = [_ghost_robot(arg["description_file"], parameters["use_sim_time"])] if arg["description_file"] else []
     if arg["sim"] == "mujoco" and arg["policy"] == "expert":
         # The scripted expert reads the simulator's ground truth, so both nodes share one process.
         actions.append(Node(package="vla_ros", executable="demo_node", output="screen",
