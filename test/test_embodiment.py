@@ -213,3 +213,18 @@ def test_output_prefix_is_stripped_on_the_wire(so101_dict):
     assert output.wire_joint_names[0] == "shoulder_pan" and output.joints[0] == "left_shoulder_pan"
     so101_dict["ros"]["outputs"][0]["prefix"] = "right_"
     assert "does not start with the output's prefix 'right_'" in _error(so101_dict)
+
+
+def test_per_joint_tracking_error_overrides_the_default():
+    panda = load_embodiment("panda")
+    limits = panda.tracking_error_limits
+    assert limits[:7].tolist() == [panda.safety.max_tracking_error] * 7
+    assert limits[7] == pytest.approx(0.02)  # the finger is in metres: 0.6 "joint units" would be no cap at all
+
+
+def test_per_joint_tracking_error_needs_a_default(so101_dict):
+    so101_dict["safety"].pop("max_tracking_error")
+    so101_dict["joints"][5]["max_tracking_error"] = 0.1
+    assert "set safety.max_tracking_error too" in _error(so101_dict)
+    so101_dict["joints"][5].pop("max_tracking_error")
+    assert embodiment_from_dict(so101_dict).tracking_error_limits is None

@@ -73,6 +73,7 @@ class JointSpec:
     home: float  # joint units
     policy_unit: PolicyUnit
     action: ActionMode = ActionMode.ABSOLUTE
+    max_tracking_error: float | None = None  # joint units; overrides safety.max_tracking_error (fingers in m)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,14 @@ class EmbodimentConfig:
     @property
     def delta_mask(self) -> np.ndarray:
         return np.array([j.action is ActionMode.DELTA for j in self.joints])
+
+    @property
+    def tracking_error_limits(self) -> np.ndarray | None:
+        """(n,) cap on |command - measured| per joint: the joint's own value, else safety.max_tracking_error."""
+        default = self.safety.max_tracking_error
+        if default is None and all(j.max_tracking_error is None for j in self.joints):
+            return None
+        return np.array([default if j.max_tracking_error is None else j.max_tracking_error for j in self.joints])
 
     @property
     def control_period_s(self) -> float:
@@ -292,6 +301,7 @@ def _joint(s: _Section) -> JointSpec:
         home=s.get("home", float),
         policy_unit=s.get("policy_unit", PolicyUnit),
         action=s.get("action", ActionMode, default=ActionMode.ABSOLUTE),
+        max_tracking_error=s.get("max_tracking_error", float, default=None),
     )
 
 
@@ -493,6 +503,12 @@ def _validate(config: EmbodimentConfig) -> None:
             value = getattr(joint, field_name)
             if not (math.isfinite(value) and value > 0):
                 fail(f"{key}.{field_name}", f"joint '{joint.name}': must be > 0, got {value}")
+        if joint.max_tracking_error is not None:
+            if not joint.max_tracking_error > 0:
+                fail(f"{key}.max_tracking_error", f"joint '{joint.name}': must be > 0, got {joint.max_tracking_error}")
+            if config.safety.max_tracking_error is None:
+                fail(f"{key}.max_tracking_error", "set safety.max_tracking_error too: it applies to the joints "
+                                                  "without a value of their own")
         native = {JointUnit.RAD: {PolicyUnit.RAD, PolicyUnit.DEG}, JointUnit.M: {PolicyUnit.M}}[joint.unit]
         if joint.policy_unit in (PolicyUnit.RAD, PolicyUnit.DEG, PolicyUnit.M) and joint.policy_unit not in native:
             fail(f"{key}.policy_unit", f"joint '{joint.name}' is in {joint.unit.value}; "

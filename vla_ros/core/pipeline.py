@@ -65,7 +65,6 @@ class ActionPipeline:
             )
         )
         safety = embodiment.safety
-        n = len(embodiment.joints)
         self.safety = SafetyFilter(
             SafetyConfig(
                 joint_names=embodiment.joint_names,
@@ -74,7 +73,7 @@ class ActionPipeline:
                 max_velocity=embodiment.velocity_limits,
                 max_acceleration=embodiment.acceleration_limits,
                 control_period_s=embodiment.control_period_s,
-                max_tracking_error=None if safety.max_tracking_error is None else np.full(n, safety.max_tracking_error),
+                max_tracking_error=embodiment.tracking_error_limits,
                 observation_timeout_s=safety.observation_timeout_s,
                 dry_run=config.dry_run,
             )
