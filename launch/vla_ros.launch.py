@@ -31,6 +31,9 @@ ARGUMENTS = [
                           description="use /clock (implied by sim:=mujoco|gazebo|isaac)"),
     DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
                           description="configure and activate the policy node at start"),
+    DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution(
+                              [FindPackageShare("vla_ros"), "config", "vla_policy.yaml"]),
+                          description="policy node parameters (YAML); launch arguments override it"),
     DeclareLaunchArgument("description_file", default_value="",
                           description="the robot's URDF: shows the commanded pose as a ghost robot (frames preview/*)"),
 ]
@@ -64,7 +67,7 @@ def _nodes(context):
         actions.append(Node(package="vla_ros", executable="sim_node", name="mujoco_robot", output="screen",
                             parameters=[sim_node_parameters(robot=arg["robot"], instruction=arg["instruction"])]))
     policy_node = LifecycleNode(package="vla_ros", executable="policy_node", name="vla_policy", namespace="",
-                                output="screen", parameters=[parameters])
+                                output="screen", parameters=[LaunchConfiguration("params_file"), parameters])
     actions.append(policy_node)
     if parse_bool(arg["autostart"], argument="autostart"):
         actions.append(RegisterEventHandler(OnStateTransition(
