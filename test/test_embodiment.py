@@ -228,3 +228,9 @@ def test_per_joint_tracking_error_needs_a_default(so101_dict):
     assert "set safety.max_tracking_error too" in _error(so101_dict)
     so101_dict["joints"][5].pop("max_tracking_error")
     assert embodiment_from_dict(so101_dict).tracking_error_limits is None
+
+
+def test_joint_state_topics_must_be_a_list(so101_dict):
+    so101_dict["ros"]["joint_state_topics"] = "/joint_states"
+    message = _error(so101_dict)
+    assert "ros.joint_state_topics" in message and "expected a list" in message

@@ -335,7 +335,7 @@ def _ros(s: _Section, joint_names: tuple[str, ...]) -> RosSpec:
     topics = RosSpec.joint_state_topics
     if "joint_state_topics" in s.data:
         topics = tuple(_joint_state_source(item, s.source, f"ros.joint_state_topics[{i}]")
-                       for i, item in enumerate(s.get("joint_state_topics", list)))
+                       for i, item in enumerate(s.get("joint_state_topics", _list)))
     sections = s.list("outputs", default=[])
     claimed = {name for section in sections for name in section.get("joints", _string_tuple, default=())}
     outputs = []
@@ -359,6 +359,12 @@ def _joint_state_source(item: Any, source: str, path: str) -> JointStateSource:
     section = _Section(item, source, path)
     section.reject_unknown(tuple(f.name for f in fields(JointStateSource)))
     return JointStateSource(topic=section.get("topic", str), prefix=section.get("prefix", str, default=""))
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):  # list("/joint_states") would quietly make one topic per character
+        raise ValueError("expected a list")
+    return value
 
 
 def _string_tuple(value: Any) -> tuple[str, ...]:
