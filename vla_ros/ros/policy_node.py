@@ -42,6 +42,7 @@ from vla_ros.ros.convert import (
     image_from_msg,
     image_to_msg,
     joint_state_from_msg,
+    joint_state_to_msg,
     seconds_to_stamp,
     stamp_to_seconds,
     trajectory_to_msg,
@@ -273,8 +274,8 @@ class PolicyNode(LifecycleNode):
             elif interface is CommandInterface.FORWARD_POSITION:
                 handle.publish(Float64MultiArray(data=positions.tolist()))
             elif interface is CommandInterface.JOINT_COMMAND:
-                handle.publish(JointState(header=_header(stamp), name=list(output.wire_joint_names),
-                                          position=positions.tolist()))
+                handle.publish(joint_state_to_msg(JointState, stamp=stamp, names=output.wire_joint_names,
+                                                  positions=positions))
             elif interface is CommandInterface.GRIPPER_COMMAND:
                 self._send_gripper(output, handle, float(positions[0]))
 
@@ -291,9 +292,8 @@ class PolicyNode(LifecycleNode):
 
     def _publish_preview(self, command: Command) -> None:
         # The ghost robot in rviz (robot_state_publisher on ~/preview) and the dry-run output.
-        self._preview_pub.publish(JointState(header=_header(self.get_clock().now().to_msg()),
-                                             name=list(self.embodiment.joint_names),
-                                             position=command.positions.tolist()))
+        self._preview_pub.publish(joint_state_to_msg(JointState, stamp=self.get_clock().now().to_msg(),
+                                                     names=self.embodiment.joint_names, positions=command.positions))
 
     # -- services, status, diagnostics -------------------------------------------------------------------------------
 
