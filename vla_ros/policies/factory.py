@@ -1,7 +1,19 @@
-"""Policies chosen by one string; each backend is imported only when selected."""
+"""Policies chosen by one string; each backend is imported only when selected.
+
+A spec is one of:
+- `builtin`: the small VLA trained in this repository on the simulator's tasks (ships with the package);
+- a checkpoint directory: its `config.json` says which backend loads it (LeRobot's `type`, transformers'
+  `model_type`);
+- `ws://host:port` or `wss://host:port`: a remote policy server speaking openpi's websocket protocol;
+- `expert`: the simulator's scripted expert (ground truth, simulation only, not a VLA).
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vla_ros.core.embodiment import EmbodimentConfig
@@ -11,20 +23,78 @@ from vla_ros.policies.base import Policy
 if TYPE_CHECKING:
     from vla_ros.sim.world import SimWorld
 
-DEFAULT_POLICY = "expert"
-POLICY_NAMES = ("expert",)
+DEFAULT_POLICY = "expert"  # becomes "builtin" once its checkpoint ships
+NAMED_POLICIES = ("builtin", "expert")
+BUILTIN_CHECKPOINT = Path(__file__).resolve().parent / "builtin" / "checkpoint"
+
+# Checkpoint type (LeRobot's `type` or transformers' `model_type` in config.json) -> "module:function" that loads it.
+CHECKPOINT_LOADERS = {
+    "smolvla": "vla_ros.policies.smolvla:load_policy",
+    "pi0": "vla_ros.policies.pi0:load_policy",
+    "pi05": "vla_ros.policies.pi0:load_policy",
+}
+REMOTE_LOADER = "vla_ros.policies.remote:connect_policy"
 
 
-def make_policy(spec: str, *, embodiment: EmbodimentConfig, world: SimWorld | None = None) -> Policy:
-    """Build the policy named by `spec`.
+@dataclass(frozen=True)
+class PolicyOptions:
+    """How to run a policy, whatever its backend."""
 
-    `expert` is the simulator's scripted expert: it reads ground truth from `world`, so it runs only in
-    simulation. It is a data source and a pipeline check, not a VLA.
-    """
+    device: str = "auto"  # see vla_ros.policies.device
+    dtype: str = "auto"
+    warmup: bool = True  # run one chunk at load so that the first real chunk is not the slow one
+    token: str | None = None  # remote servers: the shared secret, if the server asks for one
+
+
+def make_policy(
+    spec: str, *, embodiment: EmbodimentConfig, world: SimWorld | None = None, options: PolicyOptions | None = None
+) -> Policy:
+    """Build the policy named by `spec` for driving `embodiment` (see the module docstring for the forms)."""
+    options = options or PolicyOptions()
+    spec = spec.strip()
     if spec == "expert":
         if world is None:
             raise ConfigError("policy 'expert' reads the simulator's ground truth and runs only in simulation")
         from vla_ros.policies.expert.policy import ExpertPolicy
 
         return ExpertPolicy(world, embodiment)
-    raise ConfigError(f"unknown policy '{spec}'." + did_you_mean(spec, POLICY_NAMES))
+    if spec.startswith(("ws://", "wss://")):
+        return _call(REMOTE_LOADER, spec, embodiment=embodiment, options=options)
+    if spec == "builtin":
+        if not (BUILTIN_CHECKPOINT / "config.json").is_file():
+            raise ConfigError(f"the built-in policy's checkpoint is missing from {BUILTIN_CHECKPOINT}: reinstall "
+                              "vla_ros, or train it with `python scripts/train_builtin.py`")
+        return _load_checkpoint(BUILTIN_CHECKPOINT, embodiment=embodiment, options=options)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_checkpoint(path, embodiment=embodiment, options=options)
+    if "/" in spec or spec.startswith("."):
+        raise ConfigError(f"policy '{spec}': no such checkpoint directory (weights are never downloaded: give a "
+                          "local directory, or download it beforehand with `huggingface-cli download`)")
+    raise ConfigError(f"unknown policy '{spec}': give builtin, expert, a checkpoint directory or ws://host:port."
+                      + did_you_mean(spec, NAMED_POLICIES))
+
+
+def checkpoint_type(path: Path) -> str:
+    """The backend a checkpoint directory needs, from its config.json."""
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"{path} is not a policy checkpoint: it has no config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {config_path}: {exc}") from exc
+    kind = config.get("type") or config.get("model_type") if isinstance(config, dict) else None
+    if kind not in CHECKPOINT_LOADERS:
+        raise ConfigError(f"{config_path}: checkpoint type {kind!r} has no backend in vla_ros."
+                          + did_you_mean(str(kind), CHECKPOINT_LOADERS), key="type")
+    return kind
+
+
+def _load_checkpoint(path: Path, *, embodiment: EmbodimentConfig, options: PolicyOptions) -> Policy:
+    return _call(CHECKPOINT_LOADERS[checkpoint_type(path)], path, embodiment=embodiment, options=options)
+
+
+def _call(target: str, *args, **kwargs) -> Policy:
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)(*args, **kwargs)
