@@ -23,6 +23,20 @@ class PolicyMetadata:
     device: str = "cpu"  # where inference runs ("cpu", "cuda:0", "mps", or the server's address)
     dtype: str = "float32"  # compute precision of the model
     load_time_s: float = 0.0  # wall time to load the checkpoint and warm up, for logs and status
+    supports_prefix: bool = False  # predict_chunk honours a ChunkPrefix (flow-matching policies with RTC)
+
+
+@dataclass(frozen=True)
+class ChunkPrefix:
+    """The part of the current chunk that a new chunk must continue (real-time chunking, arXiv 2506.07339).
+
+    Step i of `actions` is for the new observation's time + i*dt, in policy units (unnormalized), like the
+    chunk the policy returns. Policies that cannot use it (metadata.supports_prefix False) ignore it.
+    """
+
+    actions: np.ndarray  # (n, action_dim): the old chunk's actions not yet executed at observation time
+    inference_delay_steps: int  # d: steps that execute while the new chunk is computed; frozen to `actions`
+    execution_horizon: int  # s: steps executed per chunk; steps from n on are left free
 
 
 class Policy(ABC):
@@ -38,7 +52,7 @@ class Policy(ABC):
         """Forget per-episode state (call at the start of every episode)."""
 
     @abstractmethod
-    def predict_chunk(self, observation: PolicyObservation) -> np.ndarray:
+    def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
         """(chunk_size, action_dim) float32 actions in policy units; action i is for `observation`'s time + i*dt."""
 
     def close(self) -> None:  # noqa: B027 - optional hook: most policies hold nothing to free

@@ -7,7 +7,7 @@ import numpy as np
 from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.features import STATE, TASK, PolicyFeatures, PolicyObservation
-from vla_ros.policies.base import Policy, PolicyMetadata
+from vla_ros.policies.base import ChunkPrefix, Policy, PolicyMetadata
 from vla_ros.sim.experts import ScriptedExpert
 from vla_ros.sim.tasks import parse_instruction
 from vla_ros.sim.world import SimWorld
@@ -43,7 +43,7 @@ class ExpertPolicy(Policy):
     def reset(self) -> None:
         self._expert, self._instruction = None, None
 
-    def predict_chunk(self, observation: PolicyObservation) -> np.ndarray:
+    def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
         features = self.metadata.features
         with self._world.lock:  # the world may be stepped by another thread (the ROS demo container)
             if self._expert is None or observation[TASK] != self._instruction:
