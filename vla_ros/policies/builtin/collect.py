@@ -1,0 +1,181 @@
+"""Training episodes for the built-in VLA: the scripted expert drives the simulator through the real pipeline.
+
+Each sample is what the policy would see at a control tick (the adapter's state and resized images, exactly as at
+inference) and what the expert plans from there (a chunk in policy units). The executed chunks are sometimes offset
+from the plan (DART), so the data shows how to return to the plan, not only how to follow it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.core.embodiment import load_embodiment
+from vla_ros.core.features import STATE, RobotObservation, image_key
+from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
+from vla_ros.policies.builtin.recipe import CAMERA_KEYS, DataRecipe, ModelRecipe, policy_features
+
+TASK_TEMPLATES = {"touch": "touch the {color} cube", "pick": "pick up the {color} cube"}
+
+
+@dataclass
+class EpisodeSamples:
+    states: list[np.ndarray]
+    images: dict[str, list[np.ndarray]]
+    actions: list[np.ndarray]
+    success: bool
+
+
+def episode_seed(recipe: DataRecipe, robot: str, task: str, index: int) -> int:
+    robot_index = recipe.robots.index(robot)
+    task_index = [name for name, _ in recipe.tasks].index(task)
+    return recipe.seed + 10_000 * robot_index + 1_000 * task_index + index
+
+
+def collect_episode(world, robot: str, instruction: str, seed: int, data: DataRecipe, model: ModelRecipe
+                    ) -> EpisodeSamples:
+    """Run one expert episode in `world` (a SimWorld of `robot`) and return its samples."""
+    from vla_ros.sim.experts import ScriptedExpert
+    from vla_ros.sim.tasks import parse_instruction
+
+    embodiment = load_embodiment(robot)
+    features = policy_features(model, embodiment.control_period_s)
+    pipeline = ActionPipeline(embodiment, features, PipelineConfig())
+    adapter = pipeline.adapter
+    task = parse_instruction(instruction)
+    world.reset(task, seed=seed)
+    expert = ScriptedExpert(world, task)
+    pipeline.reset(world.joint_positions())
+    rng = np.random.default_rng(seed)
+    gripper_joints = {g.joint for g in embodiment.grippers}
+    arm = np.array([joint.name not in gripper_joints for joint in embodiment.joints])  # perturb arm joints only
+    samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[], success=False)
+    tick = 0
+    while world.time < task.max_duration_s:
+        now = world.time
+        measured = world.joint_positions()
+        record = tick % data.record_every_ticks == 0
+        if record or pipeline.needs_chunk(now):
+            observation = RobotObservation(stamp=now, joint_names=world.joint_names, joint_positions=measured,
+                                           images=world.render_cameras(), instruction=instruction)
+            batch, request = pipeline.prepare(observation)
+            targets = expert.plan(features.chunk_size, features.action_dt_s)
+            actions = adapter.robot_to_actions(targets, request.state)
+            if record:
+                samples.states.append(batch[STATE].astype(np.float32))
+                for key in CAMERA_KEYS:
+                    samples.images[key].append(batch[image_key(key)])
+                samples.actions.append(actions.astype(np.float32))
+            if pipeline.needs_chunk(now) or not record:
+                executed = targets
+                if rng.random() < data.perturb_probability:
+                    offset = rng.normal(0.0, data.perturb_std_rad, size=len(embodiment.joints)) * arm
+                    executed = targets + offset
+                pipeline.accept_chunk(adapter.robot_to_actions(executed, request.state), request, now=now)
+            else:
+                pipeline.chunk_failed()  # a recording-only observation: no chunk was meant to be queued
+        command = pipeline.step(now, measured=measured, observation_stamp=now)
+        world.send_trajectory(command.trajectory)
+        world.advance(embodiment.control_period_s)
+        tick += 1
+        if task.is_success(world):
+            samples.success = True
+            break
+    return samples
+
+
+def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, model: ModelRecipe,
+                  out: Path) -> dict:
+    """Episodes `indices` of (robot, task) into `out` (an .npz file); returns a summary."""
+    from vla_ros.sim.world import SimWorld
+
+    embodiment = load_embodiment(robot)
+    camera = embodiment.cameras[0]
+    world = SimWorld(robot, camera_size=(camera.height, camera.width), colors=data.colors)
+    states, actions, episode_index, instructions = [], [], [], []
+    images: dict[str, list[np.ndarray]] = {k: [] for k in CAMERA_KEYS}
+    failures = 0
+    start = time.perf_counter()
+    for index in indices:
+        seed = episode_seed(data, robot, task, index)
+        color = data.colors[np.random.default_rng(seed).integers(len(data.colors))]
+        instruction = TASK_TEMPLATES[task].format(color=color)
+        episode = collect_episode(world, robot, instruction, seed, data, model)
+        if not episode.success:  # the expert missed (rare): such an episode teaches nothing good
+            failures += 1
+            continue
+        states += episode.states
+        actions += episode.actions
+        for key in CAMERA_KEYS:
+            images[key] += episode.images[key]
+        episode_index += [index] * len(episode.states)
+        instructions += [instruction] * len(episode.states)
+    world.close()
+    np.savez(
+        out,
+        state=np.asarray(states, dtype=np.float32),
+        action=np.asarray(actions, dtype=np.float32),
+        episode=np.asarray(episode_index, dtype=np.int32),
+        instruction=np.asarray(instructions, dtype=str),
+        **{f"image_{k}": np.asarray(v, dtype=np.uint8) for k, v in images.items()},
+    )
+    return {"robot": robot, "task": task, "episodes": len(indices) - failures, "expert_failures": failures,
+            "samples": len(states), "seconds": round(time.perf_counter() - start, 1), "file": str(out)}
+
+
+def collect(data: DataRecipe, model: ModelRecipe, out_dir: Path, *, workers: int = 2, shards_per_task: int = 4
+            ) -> list[dict]:
+    """All episodes of the recipe, as .npz shards in `out_dir` (existing shards are kept: collection resumes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for robot in data.robots:
+        for task, count in data.tasks:
+            for shard in range(shards_per_task):
+                path = out_dir / f"{robot}_{task}_{shard}.npz"
+                if not path.exists():
+                    jobs.append((robot, task, list(range(shard, count, shards_per_task)), data, model, path))
+    summaries = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(collect_shard, *job) for job in jobs]
+        for future in futures:
+            summary = future.result()
+            summaries.append(summary)
+            print(json.dumps(summary), file=sys.stderr, flush=True)
+    return summaries
+
+
+def load_shards(out_dir: Path) -> dict[str, np.ndarray]:
+    """Every shard of `out_dir` concatenated, with a `robot` name per sample."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for path in sorted(out_dir.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as shard:
+            n = len(shard["state"])
+            for key in shard.files:
+                parts.setdefault(key, []).append(shard[key])
+            parts.setdefault("robot", []).append(np.full(n, path.stem.split("_")[0]))
+    if not parts:
+        raise FileNotFoundError(f"no training shards (*.npz) in {out_dir}")
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Record the built-in VLA's training episodes.")
+    parser.add_argument("--out", type=Path, default=Path("builtin_data"))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    summaries = collect(DataRecipe(), ModelRecipe(), args.out, workers=args.workers)
+    total = sum(s["samples"] for s in summaries)
+    print(f"{total} samples in {time.perf_counter() - start:.0f} s -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Everything that determines the built-in VLA's weights: data, architecture, optimisation and seeds.
+
+`python -m vla_ros.policies.builtin.train` reads this recipe and nothing else, so the same recipe gives the same
+checkpoint (up to floating-point nondeterminism of multi-threaded CPU kernels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from vla_ros.core.features import PolicyFeatures
+
+CAMERA_KEYS = ("front", "wrist")
+COLORS = ("red", "green", "blue")  # cube colours of training scenes; others are left for fine-tuning (issue 7)
+VOCABULARY = (  # every word of every instruction the model is trained on, plus room for fine-tuning ones
+    "touch", "pick", "up", "the", "cube", "block", "place", "push", "move", "lift", "grasp", "to", "on", "a",
+    "red", "green", "blue", "yellow", "orange", "purple", "white", "black", "left", "right", "of", "and",
+)
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    robots: tuple[str, ...] = ("so101", "panda")
+    tasks: tuple[tuple[str, int], ...] = (("touch", 200), ("pick", 50))  # (task family, episodes per robot)
+    colors: tuple[str, ...] = COLORS
+    seed: int = 1_000  # episode i of a (robot, task) uses seed + 10_000 * robot + 1_000 * task + i; demos use 0..999
+    record_every_ticks: int = 2  # one training sample every N control ticks
+    # DART-style noise: executed chunks are offset from the expert's plan, labels stay the expert's, so the
+    # policy sees how to get back on track.
+    perturb_probability: float = 0.5
+    perturb_std_rad: float = 0.05
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    image_size: int = 96
+    patch_size: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_hidden: int = 96
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    expert_width_multiplier: float = 0.75
+    chunk_size: int = 20
+    state_dim: int = 8  # widest embodiment (panda: 7 arm joints + gripper); narrower robots are zero-padded
+    action_dim: int = 8
+    max_state_dim: int = 32  # SmolVLA's padded width
+    max_action_dim: int = 32
+    num_flow_steps: int = 10
+    tokenizer_max_length: int = 16
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    steps: int = 6_000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    data: DataRecipe = field(default_factory=DataRecipe)
+    model: ModelRecipe = field(default_factory=ModelRecipe)
+    train: TrainRecipe = field(default_factory=TrainRecipe)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def policy_features(model: ModelRecipe, control_period_s: float) -> PolicyFeatures:
+    """What the built-in policy consumes and produces on a robot with this control period."""
+    return PolicyFeatures(
+        state_dim=model.state_dim,
+        action_dim=model.action_dim,
+        chunk_size=model.chunk_size,
+        action_dt_s=control_period_s,
+        camera_keys=CAMERA_KEYS,
+        image_size=(model.image_size, model.image_size),
+    )
