@@ -25,7 +25,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["vla_ros", "vla_ros.*"]),
-    package_data={"vla_ros.sim": ["assets/*.xml"]},
+    package_data={
+        "vla_ros.sim": ["assets/*.xml"],
+        "vla_ros.policies.builtin": ["checkpoint/*", "checkpoint/*/*"],  # the shipped weights
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/vla_ros"]),
         ("share/vla_ros", ["package.xml"]),
@@ -40,6 +43,9 @@ setup(
     extras_require={
         # The simulator, demo video and plots.
         "sim": ["mujoco>=3.2", "imageio>=2.31", "imageio-ffmpeg>=0.4.9", "matplotlib>=3.7", "tqdm>=4.66"],
+        # Learned policies (built-in VLA, SmolVLA, pi0). Install torch==2.13.0 (or your CUDA build) BEFORE this
+        # extra: left to itself, pip would resolve `torch` to the newest multi-GB CUDA build.
+        "policies": ["torch>=2.4", "transformers>=5.4,<6", "safetensors>=0.4", "tokenizers>=0.20"],
         "test": ["pytest>=7.4", "hypothesis>=6.90"],
         "dev": ["ruff>=0.5"],
     },
