@@ -27,11 +27,11 @@ class FailingFirst:
     def reset(self):
         self._policy.reset()
 
-    def predict_chunk(self, observation):
+    def predict_chunk(self, observation, prefix=None):
         if self._failures > 0:
             self._failures -= 1
             raise RuntimeError("model server unreachable")
-        return self._policy.predict_chunk(observation)
+        return self._policy.predict_chunk(observation, prefix)
 
 
 def wait_idle(runner: PolicyRunner, timeout_s: float = 10.0) -> None:

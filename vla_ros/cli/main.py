@@ -9,7 +9,7 @@ from vla_ros.core.errors import VlaRosError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vla_ros.bench import overhead
+    from vla_ros.bench import closed_loop, overhead
     from vla_ros.cli import demo
 
     parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.")
@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     overhead_parser = benches.add_parser("overhead", help="per-step pipeline overhead, everything but the model")
     overhead.add_arguments(overhead_parser)
     overhead_parser.set_defaults(run=overhead.main)
+    closed_loop_parser = benches.add_parser("closed-loop", help="sync vs async inference and merge strategies, "
+                                            "with added latency: success, stall time, jerk at seams")
+    closed_loop.add_arguments(closed_loop_parser)
+    closed_loop_parser.set_defaults(run=closed_loop.main)
     return parser
 
 

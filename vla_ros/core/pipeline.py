@@ -3,14 +3,18 @@
 The policy call itself stays outside (it may run in the same thread, another thread, or on a server):
 
     if pipeline.needs_chunk(now):
-        batch, request = pipeline.prepare(observation)      # adapter: joints by name, units, images
-        pipeline.accept_chunk(policy.predict_chunk(batch), request, now=now)
+        batch, request = pipeline.prepare(observation, now=now)   # adapter: joints by name, units, images
+        actions = policy.predict_chunk(batch, request.prefix)     # prefix: None unless merging by RTC
+        pipeline.accept_chunk(actions, request, now=later)        # when the chunk arrives
     command = pipeline.step(now, measured=..., observation_stamp=...)   # scheduler -> safety -> trajectory
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from collections import deque
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,6 +24,11 @@ from vla_ros.core.features import PolicyFeatures, PolicyObservation, RobotObserv
 from vla_ros.core.safety import SafetyConfig, SafetyFilter, SafetyReport
 from vla_ros.core.scheduler import ChunkReceipt, ChunkScheduler, MergeStrategy, SchedulerConfig
 from vla_ros.core.trajectory import JointTrajectory, build_trajectory
+from vla_ros.policies.base import ChunkPrefix
+
+# Real-time chunking freezes the steps that execute while a chunk is computed; it plans for the slowest of the
+# last few chunks, since freezing a step too many costs little and a step too few leaves a seam.
+LATENCY_WINDOW_CHUNKS = 10
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,8 @@ class ChunkRequest:
 
     observation_stamp: float  # s
     state: np.ndarray  # (n,) joint units, embodiment order
+    requested_at: float | None = None  # s, controller clock: when the policy was asked (latency estimate)
+    prefix: ChunkPrefix | None = None  # for policy.predict_chunk: set only when merging by RTC
 
 
 @dataclass(frozen=True)
@@ -49,21 +60,37 @@ class PipelineConfig:
 
 
 class ActionPipeline:
-    """Adapter, chunk scheduler, safety filter and trajectory building for one embodiment and one policy."""
+    """Adapter, chunk scheduler, safety filter and trajectory building for one embodiment and one policy.
+
+    `supports_prefix` is the policy's `metadata.supports_prefix`: merging by RTC needs it, and without it
+    falls back to REPLACE with one warning (`merge` says which strategy is in use).
+    """
 
     def __init__(
-        self, embodiment: EmbodimentConfig, features: PolicyFeatures, config: PipelineConfig = PipelineConfig()
+        self,
+        embodiment: EmbodimentConfig,
+        features: PolicyFeatures,
+        config: PipelineConfig = PipelineConfig(),
+        *,
+        supports_prefix: bool = False,
     ):
         self.embodiment = embodiment
         self.adapter = EmbodimentAdapter(embodiment, features)
         threshold = config.refill_threshold_steps
-        self.scheduler = ChunkScheduler(
-            SchedulerConfig(
-                control_period_s=embodiment.control_period_s,
-                refill_threshold_steps=features.chunk_size // 2 if threshold is None else threshold,
-                merge=config.merge,
-            )
+        scheduler_config = SchedulerConfig(
+            control_period_s=embodiment.control_period_s,
+            refill_threshold_steps=features.chunk_size // 2 if threshold is None else threshold,
+            merge=config.merge,
         )
+        if scheduler_config.merge is MergeStrategy.RTC and not supports_prefix:
+            warnings.warn(
+                "merge 'rtc' needs a policy that continues the queued chunk while sampling (a flow-matching policy "
+                "with real-time chunking); this policy does not, so new chunks replace the queue (merge 'replace')",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            scheduler_config = replace(scheduler_config, merge=MergeStrategy.REPLACE)
+        self.scheduler = ChunkScheduler(scheduler_config)
         safety = embodiment.safety
         self.safety = SafetyFilter(
             SafetyConfig(
@@ -79,7 +106,19 @@ class ActionPipeline:
             )
         )
         self._chunk_pending = False
+        # Controller-clock time from request to arrival of recent chunks (s), for the RTC inference delay.
+        self._latencies_s: deque[float] = deque(maxlen=LATENCY_WINDOW_CHUNKS)
         self.last_chunk: tuple[float, np.ndarray] | None = None  # (observation stamp, (H, n) joint targets)
+
+    @property
+    def merge(self) -> MergeStrategy:
+        """The merge strategy in use (REPLACE where RTC was asked of a policy without prefix support)."""
+        return self.scheduler.config.merge
+
+    @property
+    def expected_latency_s(self) -> float:
+        """The longest request-to-arrival time of the last chunks (controller clock, s); 0 before the first."""
+        return max(self._latencies_s, default=0.0)
 
     def reset(self, measured: np.ndarray) -> None:
         """Start an episode holding the measured position (n,), with nothing queued."""
@@ -91,15 +130,55 @@ class ActionPipeline:
         """True when the queue runs low and no chunk is already being computed."""
         return not self._chunk_pending and self.scheduler.needs_refill(now)
 
-    def prepare(self, observation: RobotObservation) -> tuple[PolicyObservation, ChunkRequest]:
-        """The policy's input for `observation`, and the request to hand back with the resulting chunk."""
+    def prepare(
+        self, observation: RobotObservation, *, now: float | None = None
+    ) -> tuple[PolicyObservation, ChunkRequest]:
+        """The policy's input for `observation`, and the request to hand back with the resulting chunk.
+
+        `now` is the controller time of the request (default: the observation's stamp). With merge RTC
+        the request carries the `ChunkPrefix` to pass to `policy.predict_chunk` (see `rtc_prefix`).
+        """
+        now = observation.stamp if now is None else now
         batch, state = self.adapter.to_policy_observation(observation)
+        prefix = self.rtc_prefix(observation.stamp, state, now=now) if self.merge is MergeStrategy.RTC else None
         self._chunk_pending = True
-        return batch, ChunkRequest(observation_stamp=observation.stamp, state=state)
+        return batch, ChunkRequest(observation_stamp=observation.stamp, state=state, requested_at=now, prefix=prefix)
+
+    def rtc_prefix(self, observation_stamp: float, state: np.ndarray, *, now: float) -> ChunkPrefix | None:
+        """What a chunk for an observation at `observation_stamp` must continue; None when nothing is queued.
+
+        - `actions` (n, action_dim): the current plan (`ChunkScheduler.plan_at`) at observation_stamp + i*dt,
+          dt the policy's action_dt_s, for every i up to the last queued step (at most chunk_size), in policy
+          units relative to `state` (n,), the robot state of that observation (delta joints are relative to it).
+        - `inference_delay_steps` d: ceil((now - observation_stamp + expected_latency_s) / dt), at most n: the
+          steps from the observation until the chunk is expected, which are executed (or past) by then.
+        - `execution_horizon` s: chunk_size minus the refill threshold in policy steps (at least 1): the steps
+          of a chunk executed before the next one is requested.
+        """
+        features = self.adapter.features
+        dt = features.action_dt_s
+        queued_times, _ = self.scheduler.queued(now)
+        if len(queued_times) == 0:
+            return None
+        # The epsilon keeps a step that rounding put a hair after the last queued time.
+        count = min(features.chunk_size, math.floor((queued_times[-1] - observation_stamp) / dt + 1e-6) + 1)
+        if count < 1:
+            return None
+        targets = self.scheduler.plan_at(observation_stamp + np.arange(count) * dt, now)
+        delay = math.ceil((now - observation_stamp + self.expected_latency_s) / dt - 1e-6)
+        threshold_s = self.scheduler.config.refill_threshold_steps * self.embodiment.control_period_s
+        horizon = max(1, features.chunk_size - round(threshold_s / dt))
+        return ChunkPrefix(
+            actions=self.adapter.robot_to_actions(targets, state),
+            inference_delay_steps=min(max(delay, 0), count),
+            execution_horizon=horizon,
+        )
 
     def accept_chunk(self, actions: np.ndarray, request: ChunkRequest, *, now: float) -> ChunkReceipt:
         """Queue a policy's (H, action_dim) chunk computed for `request`; steps already in the past are dropped."""
         self._chunk_pending = False
+        if request.requested_at is not None:
+            self._latencies_s.append(max(0.0, now - request.requested_at))
         targets = self.adapter.actions_to_robot(actions, request.state)
         self.last_chunk = (request.observation_stamp, targets)  # for previews; the scheduler keeps its own copy
         return self.scheduler.add_chunk(
@@ -110,10 +189,14 @@ class ActionPipeline:
         """The policy raised or timed out: allow a new request; the arm holds meanwhile."""
         self._chunk_pending = False
 
-    def step(self, now: float, *, measured: np.ndarray, observation_stamp: float) -> Command:
-        """The safe command for the control tick at `now`, given the latest measured joint positions (n,)."""
+    def step(self, now: float, *, measured: np.ndarray, observation_stamp: float, hold: bool = False) -> Command:
+        """The safe command for the control tick at `now`, given the latest measured joint positions (n,).
+
+        `hold`: come to a stop whatever is queued, leaving the queue as it is (a synchronous loop waiting
+        for its chunk); the safety filter brakes within the limits and reports a no_action_hold.
+        """
         previous = self.safety.last_command
-        target = self.scheduler.pop_command(now)
+        target = None if hold else self.scheduler.pop_command(now)
         positions, report = self.safety.filter(target, measured=measured, observation_age_s=now - observation_stamp)
         period = self.embodiment.control_period_s
         trajectory = build_trajectory(self.embodiment.joint_names, positions, period)

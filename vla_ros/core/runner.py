@@ -59,7 +59,8 @@ class PolicyRunner:
                  assembler_config: AssemblerConfig | None = None, instruction: str = ""):
         self.embodiment = embodiment
         self.policy = policy
-        self.pipeline = ActionPipeline(embodiment, policy.metadata.features, pipeline_config or PipelineConfig())
+        self.pipeline = ActionPipeline(embodiment, policy.metadata.features, pipeline_config or PipelineConfig(),
+                                       supports_prefix=policy.metadata.supports_prefix)
         self.assembler = ObservationAssembler(assembler_config or AssemblerConfig.from_embodiment(embodiment))
         self.stats = RunnerStats()
         self.previews = Previews()
@@ -129,7 +130,7 @@ class PolicyRunner:
             if not self.paused and self.pipeline.needs_chunk(now) and not self._worker.busy:
                 observation = self.assembler.assemble(now, self.instruction)
                 if observation is not None:
-                    batch, request = self.pipeline.prepare(observation)
+                    batch, request = self.pipeline.prepare(observation, now=now)
                     self._worker.submit(batch, request)
                     self.previews.policy_input = batch
             command = self.pipeline.step(now, measured=measured, observation_stamp=now - age)
@@ -178,7 +179,7 @@ class PolicyRunner:
 
 
 class _InferenceWorker:
-    """Runs `policy.predict_chunk` in one background thread, one request at a time."""
+    """Runs `policy.predict_chunk` (with the request's RTC prefix, if any) in one background thread, one at a time."""
 
     def __init__(self, policy, on_done):
         self._policy = policy
@@ -208,7 +209,7 @@ class _InferenceWorker:
             start = time.perf_counter()
             actions, error = None, None
             try:
-                actions = self._policy.predict_chunk(batch)
+                actions = self._policy.predict_chunk(batch, request.prefix)
             except Exception as exc:  # noqa: BLE001 - any policy failure means hold and report, never crash the node
                 error = exc
             self._on_done(request, actions, error, time.perf_counter() - start)

@@ -36,6 +36,10 @@ class MergeStrategy(str, Enum):
     REPLACE = "replace"  # the new chunk wins from its first step on
     BLEND = "blend"  # crossfade from the old remainder to the new chunk over their overlap
     ENSEMBLE = "ensemble"  # ACT temporal ensembling: weighted average of every prediction for a step
+    # Real-time chunking: the policy itself continued the queued remainder while sampling the new chunk (it got
+    # a ChunkPrefix), so the scheduler splices the new chunk in as REPLACE does. Needs a policy with
+    # metadata.supports_prefix; the pipeline falls back to REPLACE for others.
+    RTC = "rtc"
 
 
 class SchedulerError(VlaRosError, ValueError):
@@ -114,7 +118,7 @@ class ChunkReceipt:
     """What one `add_chunk` did, in control-period steps (after resampling).
 
     - `dropped_late_steps`: steps of the chunk that were stale on arrival and never queued;
-    - `merged_steps`: queued steps of the chunk combined with an older prediction (0 for REPLACE);
+    - `merged_steps`: queued steps of the chunk combined with an older prediction (0 for REPLACE and RTC);
     - `queued_steps`: steps of the chunk now in the queue, merged ones included.
     """
 
@@ -197,12 +201,12 @@ class ChunkScheduler:
         step times and held at its first and last values beyond its ends. The *overlap* is the new steps
         at most half a period after the old plan's last step (L of them; L >= 1 whenever a step was
         still queued or executed within the last half period):
-        - REPLACE: the new chunk as is.
+        - REPLACE and RTC: the new chunk as is (with RTC the policy already made it continue the old plan).
         - BLEND: overlap step j (0-based) is old + (j+1)/(L+1) * (new - old); then the new chunk.
         - ENSEMBLE: overlap steps average old and new as ACT does, the new prediction weighing
           exp(-ensemble_decay * k) where k predictions were averaged before (the count and weight sum
           of the old step nearest in time); queued steps after the chunk's last step are kept, where
-          REPLACE and BLEND discard them.
+          REPLACE, BLEND and RTC discard them.
 
         Raises `ChunkError` (queue unchanged) for: a chunk that is not (H, D) with H, D >= 1, a D other
         than the queued one, NaN or inf values, `dt` not finite and > 0, a non-finite stamp or `now`, or
@@ -227,7 +231,7 @@ class ChunkScheduler:
         counts = np.ones(len(times), dtype=np.int64)
         merged = 0
         strategy = self.config.merge
-        if strategy is not MergeStrategy.REPLACE:
+        if strategy not in (MergeStrategy.REPLACE, MergeStrategy.RTC):
             ref_t, ref_v, ref_w, ref_n = self._merge_reference()
             if len(ref_t):
                 # The tick grid may have shifted a little since the old plan was queued, so the new step
@@ -364,6 +368,20 @@ class ChunkScheduler:
         start = self._first_fresh_index(self._times, now)
         return self._times[start:].copy(), self._values[start:].copy()
 
+    def plan_at(self, times: np.ndarray, now: float) -> np.ndarray | None:
+        """(K, D) targets of the current plan at `times` (K,) s, or None when there is no plan.
+
+        The plan is the step last executed followed by the steps still ahead at `now`, interpolated
+        linearly and held at its first and last values beyond its ends (as merges see it). It is what a
+        new chunk must continue, for real-time chunking.
+        """
+        now = self._check_now(now)
+        start = self._first_fresh_index(self._times, now)
+        if self._anchor is None and start == len(self._times):
+            return None
+        ref_t, ref_v, _, _ = self._merge_reference(start)
+        return _interp_rows(np.asarray(times, dtype=np.float64), ref_t, ref_v)
+
     # -- internals -------------------------------------------------------------------------------
 
     def _check_now(self, now: float) -> float:
@@ -392,16 +410,18 @@ class ChunkScheduler:
         self._weights = self._weights[start:]
         self._counts = self._counts[start:]
 
-    def _merge_reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The old plan a new chunk merges with: the last executed step, then the queue."""
+    def _merge_reference(self, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The old plan a new chunk merges with: the last executed step, then the queue from index `start`."""
+        times, values = self._times[start:], self._values[start:]
+        weights, counts = self._weights[start:], self._counts[start:]
         if self._anchor is None:
-            return self._times, self._values, self._weights, self._counts
+            return times, values, weights, counts
         time, value, weight, count = self._anchor
         return (
-            np.concatenate([[time], self._times]),
-            np.vstack([value[None, :], self._values]),
-            np.concatenate([[weight], self._weights]),
-            np.concatenate([[count], self._counts]),
+            np.concatenate([[time], times]),
+            np.vstack([value[None, :], values]),
+            np.concatenate([[weight], weights]),
+            np.concatenate([[count], counts]),
         )
 
 
