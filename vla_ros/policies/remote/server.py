@@ -1,0 +1,265 @@
+"""A policy served over openpi's websocket protocol, so that robots (and `openpi-client`) can use it remotely.
+
+Any number of clients may connect; the model runs one inference at a time, in a worker thread, so that the
+event loop keeps answering health checks, pings and new connections while a chunk is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import ipaddress
+import logging
+import signal
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from vla_ros.core.errors import ConfigError, VlaRosError
+from vla_ros.policies.base import Policy
+from vla_ros.policies.remote import protocol
+
+logger = logging.getLogger("vla_ros.serve")
+
+HEALTH_PATH = "/healthz"
+AUTH_SCHEMES = ("api-key", "bearer")  # openpi-client sends "Authorization: Api-Key <key>"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback: other machines reach the server only when asked for (0.0.0.0)
+    port: int = 8000  # openpi's default; 0 picks a free port
+    token: str | None = None  # None: any client may connect
+    max_message_bytes: int = 32 * 2**20  # largest observation accepted; 3 cameras at 480x640 take about 2.8 MB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port!r}", key="port")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("token is empty: give a secret, or none to accept any client", key="token")
+        if self.max_message_bytes < 1024:
+            raise ConfigError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}",
+                              key="max_message_bytes")
+
+
+def exposure_warning(host: str, *, token: str | None) -> str | None:
+    """What to tell the operator when the server listens beyond this machine; None on loopback."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: assume it resolves to a reachable interface
+        loopback = False
+    if loopback:
+        return None
+    advice = "" if token else "; no token is set, so anyone who can reach it can run the model: set --token or " \
+                                f"{protocol.TOKEN_ENV}"
+    return f"listening on {host}: other machines can connect{advice}"
+
+
+class PolicyServer:
+    """Serves one Policy to many websocket clients, one inference at a time."""
+
+    def __init__(self, policy: Policy, config: ServeConfig = ServeConfig(), *, robot: str | None = None):
+        self.policy = policy
+        self.config = config
+        self.features = policy.metadata.features
+        self._metadata = protocol.pack(protocol.metadata_to_wire(
+            policy.metadata, robot=robot, max_message_bytes=config.max_message_bytes))
+        self._model_worker: ThreadPoolExecutor | None = None
+        self.port: int | None = None  # the bound port, once listening
+        self.requests_served = 0
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"ws://{host}:{self.port if self.port is not None else self.config.port}"
+
+    async def serve(self, stop: asyncio.Event, *, on_listening=None) -> None:
+        """Listen until `stop` is set; then close every connection (code 1001) and return."""
+        websockets = protocol.import_websockets()
+        # One worker: the model is not assumed thread-safe, and concurrent chunks would only slow each other down.
+        self._model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla_ros_serve_model")
+        warning = exposure_warning(self.config.host, token=self.config.token)
+        if warning:
+            logger.warning(warning)
+        try:
+            server = await websockets.asyncio.server.serve(
+                self._handle, self.config.host, self.config.port, compression=None,
+                max_size=self.config.max_message_bytes, process_request=self._health_check,
+            )
+        except OSError as exc:
+            self._model_worker.shutdown(wait=False)
+            raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}; "
+                              "choose another --port or stop the process using it") from exc
+        async with server:
+            self.port = server.sockets[0].getsockname()[1]
+            if on_listening is not None:
+                on_listening(self.port)
+            await stop.wait()
+        self._model_worker.shutdown(wait=False, cancel_futures=True)
+
+    def run(self) -> None:
+        """Serve in this thread until SIGINT or SIGTERM."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            name = self.policy.metadata.name
+            await self.serve(stop, on_listening=lambda port: logger.info(
+                "serving policy '%s' on %s (health: http://%s:%d%s)%s", name, self.url, self.config.host, port,
+                HEALTH_PATH, ", token required" if self.config.token else ""))
+            logger.info("stopped after %d requests", self.requests_served)
+
+        asyncio.run(main())
+
+    # -- connection handling ---------------------------------------------------------------------------------------
+
+    def _health_check(self, connection, request):
+        if request.path.split("?")[0] == HEALTH_PATH:
+            return connection.respond(http.HTTPStatus.OK, "OK\n")
+        return None  # go on with the websocket handshake
+
+    def _authorized(self, request) -> bool:
+        if self.config.token is None:
+            return True
+        scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
+        return scheme.lower() in AUTH_SCHEMES and hmac.compare_digest(credential.strip().encode(),
+                                                                      self.config.token.encode())
+
+    async def _handle(self, connection) -> None:
+        websockets = protocol.import_websockets()
+        close_code = websockets.frames.CloseCode
+        peer = _peer_name(connection)
+        if not self._authorized(connection.request):
+            logger.warning("refused %s: missing or wrong token", peer)
+            # A close reason is at most 123 bytes: keep it short.
+            await connection.close(close_code.POLICY_VIOLATION, f"missing or wrong token ({protocol.TOKEN_ENV})")
+            return
+        logger.info("client %s connected", peer)
+        await connection.send(self._metadata)
+        previous_total_ms = None
+        while True:
+            try:
+                frame = await connection.recv()
+            except websockets.exceptions.ConnectionClosed as exc:
+                _log_closed(peer, exc, self.config.max_message_bytes)
+                return
+            received = time.perf_counter()
+            try:
+                observation = protocol.observation_from_wire(
+                    protocol.unpack(frame, source=f"client {peer}"), self.features)
+            except VlaRosError as exc:
+                logger.warning("client %s sent an unusable observation: %s", peer, exc)
+                await _fail(connection, f"invalid observation: {exc}", close_code.INVALID_DATA, websockets)
+                return
+            try:
+                actions, timing = await asyncio.get_running_loop().run_in_executor(
+                    self._model_worker, self._infer, observation, received)
+                reply = protocol.pack(protocol.reply_to_wire(actions, timing | (
+                    {} if previous_total_ms is None else {"prev_total_ms": previous_total_ms})))
+            except Exception:  # noqa: BLE001 - any policy failure goes back to the client, which holds its arm
+                logger.exception("policy failed on a request from %s", peer)
+                await _fail(connection, traceback.format_exc(), close_code.INTERNAL_ERROR, websockets)
+                return
+            try:
+                await connection.send(reply)
+            except websockets.exceptions.ConnectionClosed as exc:
+                _log_closed(peer, exc, self.config.max_message_bytes)
+                return
+            self.requests_served += 1
+            previous_total_ms = (time.perf_counter() - received) * 1e3
+
+    def _infer(self, observation, received: float) -> tuple[np.ndarray, dict[str, float]]:
+        start = time.perf_counter()
+        actions = np.asarray(self.policy.predict_chunk(observation), dtype=np.float32)
+        infer_ms = (time.perf_counter() - start) * 1e3
+        expected = (self.features.chunk_size, self.features.action_dim)
+        if actions.shape != expected or not np.isfinite(actions).all():
+            raise ValueError(f"policy '{self.policy.metadata.name}' returned actions of shape {actions.shape} "
+                             f"(finite: {bool(np.isfinite(actions).all())}), its metadata promises {expected}")
+        return actions, {"infer_ms": infer_ms, "queue_ms": (start - received) * 1e3}
+
+
+async def _fail(connection, text: str, code, websockets) -> None:
+    # openpi's convention: the error as a text frame, then close; clients raise with that text.
+    try:
+        await connection.send(text)
+        await connection.close(code, "request failed: the error text is in the previous frame")
+    except websockets.exceptions.ConnectionClosed:
+        pass
+
+
+def _log_closed(peer: str, exc, max_message_bytes: int) -> None:
+    frame = exc.rcvd or exc.sent
+    code = frame.code if frame is not None else None
+    if code == 1009:  # message too big: the library closed it before the frame reached us
+        logger.warning("client %s sent a message over the %.1f MB limit (--max-message-mb); connection closed",
+                       peer, max_message_bytes / 2**20)
+    else:
+        logger.info("client %s disconnected (%s)", peer, code)
+
+
+def _peer_name(connection) -> str:
+    address = connection.remote_address
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
+class ServerThread:
+    """A PolicyServer on its own event loop in a background thread (tests, benchmarks, processes without asyncio).
+
+        with ServerThread(PolicyServer(policy, ServeConfig(port=0))) as server:
+            client = RemotePolicy(server.url, embodiment=...)
+    """
+
+    def __init__(self, server: PolicyServer):
+        self.server = server
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._listening = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="vla_ros_serve", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port
+
+    def start(self, timeout_s: float = 10.0) -> ServerThread:
+        self._thread.start()
+        if not self._listening.wait(timeout_s) and self._error is None:
+            raise ConfigError(f"policy server did not start listening within {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Close every connection and stop listening; the port is free again when this returns."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            await self.server.serve(self._stop, on_listening=lambda port: self._listening.set())
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - handed to start()
+            self._error = exc
+            self._listening.set()
