@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -18,10 +20,11 @@ def panda():
     return load_embodiment("panda")
 
 
-def make_pipeline(embodiment, **config) -> ActionPipeline:
-    features = PolicyFeatures(state_dim=32, action_dim=32, chunk_size=CHUNK, action_dt_s=embodiment.control_period_s,
-                              camera_keys=("front", "wrist"), image_size=(64, 64))
-    return ActionPipeline(embodiment, features, PipelineConfig(**config))
+def make_pipeline(embodiment, *, action_dt_s=None, supports_prefix=True, **config) -> ActionPipeline:
+    features = PolicyFeatures(state_dim=32, action_dim=32, chunk_size=CHUNK,
+                              action_dt_s=action_dt_s or embodiment.control_period_s, camera_keys=("front", "wrist"),
+                              image_size=(64, 64))
+    return ActionPipeline(embodiment, features, PipelineConfig(**config), supports_prefix=supports_prefix)
 
 
 def observe(embodiment, positions, stamp) -> RobotObservation:
@@ -119,3 +122,120 @@ def test_refill_requested_below_threshold(panda, merge):
         pipeline.step(k * period, measured=panda.home, observation_stamp=k * period)
     # 10 queued; a refill is due once 3 or fewer remain, i.e. from tick 7 on.
     assert asked == [False] * 7 + [True] * 3
+
+
+# -- real-time chunking: the prefix a flow-matching policy continues ---------------------------------------------
+
+POLICY_DT = 0.1  # two control periods of panda (20 Hz): the prefix is on the policy's grid, not the tick grid
+
+
+def ramp_actions(panda) -> np.ndarray:
+    """A chunk on POLICY_DT whose plan is linear in time from a stamp-0 observation at home:
+    arm joints (delta actions) home + t rad, gripper (absolute, 0 open..1 closed) t."""
+    actions = np.zeros((CHUNK, 32), dtype=np.float32)
+    t = POLICY_DT * np.arange(CHUNK)
+    actions[:, :7] = t[:, None]
+    actions[:, 7] = t
+    return actions
+
+
+def run_ticks(pipeline, panda, times):
+    for now in times:
+        pipeline.step(now, measured=panda.home, observation_stamp=now)
+
+
+def test_rtc_prefix_is_the_queued_plan_on_the_policy_grid_in_policy_units(panda):
+    pipeline = make_pipeline(panda, merge=MergeStrategy.RTC, action_dt_s=POLICY_DT, refill_threshold_steps=4)
+    pipeline.reset(panda.home)
+    period = panda.control_period_s
+    _, first = pipeline.prepare(observe(panda, panda.home, 0.0), now=0.0)
+    assert first.prefix is None, "nothing queued: nothing to continue"
+    pipeline.accept_chunk(ramp_actions(panda), first, now=0.0)  # plan on the tick grid 0, 0.05, ..., 0.9
+    run_ticks(pipeline, panda, period * np.arange(7))  # executed 0 .. 0.30
+    # The camera frame is 0.03 s old at the request, and the robot is 0.01 rad off the plan in every arm joint.
+    state = panda.home.copy()
+    state[:7] += 0.01
+    batch, request = pipeline.prepare(observe(panda, state, 0.32), now=0.35)
+    prefix = request.prefix
+    # Policy steps at 0.32, 0.42, ..., 0.82 lie within the queue (last step 0.9); 0.92 does not.
+    times = 0.32 + POLICY_DT * np.arange(6)
+    assert prefix.actions.shape == (6, 32) and prefix.actions.dtype == np.float32
+    np.testing.assert_allclose(prefix.actions[:, :7], np.repeat((times - 0.01)[:, None], 7, axis=1), atol=1e-6)
+    np.testing.assert_allclose(prefix.actions[:, 7], times, atol=1e-6)  # the gripper's 0..1, absolute
+    assert not prefix.actions[:, 8:].any(), "padding stays zero"
+    # No latency measured yet (the first chunk came at once): only the frame's age, 0.03 s, rounds up to 1 step.
+    assert prefix.inference_delay_steps == 1
+    assert prefix.execution_horizon == CHUNK - 2  # the threshold, 4 ticks = 0.2 s, is 2 policy steps
+    # The policy's units come back unchanged: the prefix, executed as a chunk, is the old plan in joint units.
+    targets = pipeline.adapter.actions_to_robot(prefix.actions, request.state)
+    np.testing.assert_allclose(targets[:, :7], panda.home[:7] + times[:, None], atol=1e-6)
+
+
+def test_rtc_inference_delay_counts_the_measured_latency(panda):
+    pipeline = make_pipeline(panda, merge=MergeStrategy.RTC, action_dt_s=POLICY_DT, refill_threshold_steps=4)
+    pipeline.reset(panda.home)
+    period = panda.control_period_s
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.0), now=0.0)
+    pipeline.accept_chunk(ramp_actions(panda), request, now=0.0)
+    run_ticks(pipeline, panda, period * np.arange(7))
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.35), now=0.35)
+    assert request.prefix.inference_delay_steps == 0
+    # That chunk arrives 0.15 s after it was asked for; the next prefix expects as much.
+    run_ticks(pipeline, panda, 0.35 + period * np.arange(3))
+    pipeline.accept_chunk(ramp_actions(panda), request, now=0.5)
+    assert pipeline.expected_latency_s == pytest.approx(0.15)
+    run_ticks(pipeline, panda, [0.5, 0.55])
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.58), now=0.6)
+    assert request.prefix.inference_delay_steps == math.ceil((0.6 - 0.58 + 0.15) / POLICY_DT) == 2
+
+
+def test_rtc_chunk_replaces_the_queue_from_the_seam_without_blending(panda):
+    queues = {}
+    for merge in (MergeStrategy.RTC, MergeStrategy.REPLACE, MergeStrategy.BLEND):
+        pipeline = make_pipeline(panda, merge=merge, action_dt_s=POLICY_DT)
+        pipeline.reset(panda.home)
+        _, request = pipeline.prepare(observe(panda, panda.home, 0.0), now=0.0)
+        pipeline.accept_chunk(ramp_actions(panda), request, now=0.0)
+        run_ticks(pipeline, panda, [0.0, 0.05, 0.1])
+        _, request = pipeline.prepare(observe(panda, panda.home, 0.15), now=0.15)
+        receipt = pipeline.accept_chunk(np.zeros((CHUNK, 32), dtype=np.float32), request, now=0.2)
+        queues[merge] = pipeline.scheduler.queued(0.2)
+        assert receipt.dropped_late_steps == 1 and (receipt.merged_steps == 0) == (merge is not MergeStrategy.BLEND)
+    for rtc, replace in zip(queues[MergeStrategy.RTC], queues[MergeStrategy.REPLACE], strict=True):
+        np.testing.assert_array_equal(rtc, replace)
+    np.testing.assert_allclose(queues[MergeStrategy.RTC][1][:, :7], np.repeat(panda.home[None, :7], 18, axis=0))
+    assert not np.allclose(queues[MergeStrategy.BLEND][1], queues[MergeStrategy.RTC][1])
+
+
+def test_rtc_without_prefix_support_falls_back_to_replace_with_one_warning(panda):
+    with pytest.warns(RuntimeWarning, match="merge 'rtc' needs a policy that continues"):
+        pipeline = make_pipeline(panda, merge="rtc", supports_prefix=False)
+    assert pipeline.merge is MergeStrategy.REPLACE
+    pipeline.reset(panda.home)
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.0))
+    pipeline.accept_chunk(ramp_actions(panda), request, now=0.0)
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.05), now=0.05)
+    assert request.prefix is None
+
+
+@pytest.mark.parametrize("merge", [MergeStrategy.REPLACE, MergeStrategy.BLEND, MergeStrategy.ENSEMBLE])
+def test_other_merges_never_build_a_prefix(panda, merge):
+    pipeline = make_pipeline(panda, merge=merge)
+    pipeline.reset(panda.home)
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.0))
+    pipeline.accept_chunk(ramp_actions(panda), request, now=0.0)
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.05), now=0.05)
+    assert request.prefix is None and pipeline.merge is merge
+
+
+def test_hold_brakes_and_leaves_the_queue_alone(panda):
+    pipeline = make_pipeline(panda)
+    pipeline.reset(panda.home)
+    _, request = pipeline.prepare(observe(panda, panda.home, 0.0))
+    pipeline.accept_chunk(ramp_actions(panda), request, now=0.0)
+    before = pipeline.scheduler.queued(0.0)
+    command = pipeline.step(0.0, measured=panda.home, observation_stamp=0.0, hold=True)
+    assert command.report.held and "no_action_hold" in command.report.interventions
+    np.testing.assert_allclose(command.positions, panda.home)
+    for kept, queued in zip(before, pipeline.scheduler.queued(0.0), strict=True):
+        np.testing.assert_array_equal(kept, queued)

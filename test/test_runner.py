@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from vla_ros.core.embodiment import load_embodiment
 from vla_ros.core.observation import AssemblerConfig
+from vla_ros.core.pipeline import PipelineConfig
 from vla_ros.core.runner import PolicyRunner
+from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.factory import make_policy
 from vla_ros.sim.tasks import parse_instruction
 from vla_ros.sim.world import SimWorld
@@ -32,6 +35,23 @@ class FailingFirst:
             self._failures -= 1
             raise RuntimeError("model server unreachable")
         return self._policy.predict_chunk(observation, prefix)
+
+
+class PrefixRecorder:
+    """Wraps a policy as one that accepts a real-time-chunking prefix, and records each prefix and chunk."""
+
+    def __init__(self, policy):
+        self._policy = policy
+        self.metadata = replace(policy.metadata, supports_prefix=True)
+        self.calls = []  # (prefix, returned actions)
+
+    def reset(self):
+        self._policy.reset()
+
+    def predict_chunk(self, observation, prefix=None):
+        actions = self._policy.predict_chunk(observation, prefix)
+        self.calls.append((prefix, actions))
+        return actions
 
 
 def wait_idle(runner: PolicyRunner, timeout_s: float = 10.0) -> None:
@@ -127,3 +147,30 @@ def test_dropped_joint_state_is_reported(setup):
         assert result.command is None and "waiting" in result.hold_reason
     finally:
         runner.close()
+
+
+def test_rtc_prefix_reaches_the_policy_aligned_and_in_policy_units(setup):
+    embodiment, world, task, assembler = setup
+    policy = PrefixRecorder(make_policy("expert", embodiment=embodiment, world=world))
+    runner = PolicyRunner(embodiment, policy, pipeline_config=PipelineConfig(merge=MergeStrategy.RTC),
+                          assembler_config=assembler, instruction=task.instruction)
+    try:
+        success, _ = closed_loop(runner, world, task, ticks=int(task.max_duration_s * embodiment.control_rate_hz))
+    finally:
+        runner.close()
+    assert success and runner.pipeline.merge is MergeStrategy.RTC
+    assert policy.calls[0][0] is None, "the first chunk has nothing to continue"
+    prefixes = policy.calls[1:]
+    assert prefixes and all(prefix is not None for prefix, _ in prefixes)
+    features = policy.metadata.features
+    threshold = features.chunk_size // 2
+    for prefix, _ in prefixes:
+        # Requested with `threshold` steps left; a result is merged one tick after it was asked for, a tick being
+        # 1/30 s give or take a physics step (2 ms): one step of delay, or two when the tick ran long.
+        assert len(prefix.actions) == threshold and prefix.actions.shape[1] == features.action_dim
+        assert prefix.execution_horizon == features.chunk_size - threshold
+        assert prefix.inference_delay_steps in (1, 2)
+    # The scripted expert follows one script, so its next chunk continues the old one: the prefix must match it
+    # step for step (a prefix off by one step, or in joint units, would be off by a step's motion or more).
+    errors = [np.abs(prefix.actions - actions[: len(prefix.actions)]).max() for prefix, actions in prefixes]
+    assert np.median(errors) < 1e-3, errors

@@ -152,8 +152,8 @@ class ActionPipeline:
           units relative to `state` (n,), the robot state of that observation (delta joints are relative to it).
         - `inference_delay_steps` d: ceil((now - observation_stamp + expected_latency_s) / dt), at most n: the
           steps from the observation until the chunk is expected, which are executed (or past) by then.
-        - `execution_horizon` s: chunk_size minus the refill threshold in policy steps (at least 1): the steps
-          of a chunk executed before the next one is requested.
+        - `execution_horizon` s: chunk_size minus the refill threshold in policy steps, rounded down, at least 1:
+          the steps of a chunk executed before the next one is requested.
         """
         features = self.adapter.features
         dt = features.action_dt_s
@@ -167,7 +167,7 @@ class ActionPipeline:
         targets = self.scheduler.plan_at(observation_stamp + np.arange(count) * dt, now)
         delay = math.ceil((now - observation_stamp + self.expected_latency_s) / dt - 1e-6)
         threshold_s = self.scheduler.config.refill_threshold_steps * self.embodiment.control_period_s
-        horizon = max(1, features.chunk_size - round(threshold_s / dt))
+        horizon = max(1, math.floor(features.chunk_size - threshold_s / dt + 1e-6))
         return ChunkPrefix(
             actions=self.adapter.robot_to_actions(targets, state),
             inference_delay_steps=min(max(delay, 0), count),
