@@ -1,4 +1,4 @@
-"""`vla-ros`: demo and benchmarks. Subcommands import their heavy dependencies only when run."""
+"""`vla-ros`: demo, policy server and benchmarks. Subcommands import their heavy dependencies only when run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from vla_ros.core.errors import VlaRosError
 def build_parser() -> argparse.ArgumentParser:
     from vla_ros.bench import closed_loop, overhead
     from vla_ros.cli import demo
+    from vla_ros.policies.remote import cli as serve
 
     parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -18,6 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="closed loop in the MuJoCo simulator, with video and plot")
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.main)
+
+    serve_parser = commands.add_parser("serve", help="serve a policy over openpi's websocket protocol")
+    serve.add_arguments(serve_parser)
+    serve_parser.set_defaults(run=serve.main)
 
     bench_parser = commands.add_parser("bench", help="benchmarks that print JSON figures")
     benches = bench_parser.add_subparsers(dest="bench", required=True)
