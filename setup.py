@@ -46,7 +46,12 @@ setup(
         # Learned policies (built-in VLA, SmolVLA, pi0). Install torch==2.13.0 (or your CUDA build) BEFORE this
         # extra: left to itself, pip would resolve `torch` to the newest multi-GB CUDA build.
         "policies": ["torch>=2.4", "transformers>=5.4,<6", "safetensors>=0.4", "tokenizers>=0.20"],
-        "test": ["pytest>=7.4", "hypothesis>=6.90"],
+        # Remote policies: `vla-ros serve` and ws:// specs (openpi's websocket protocol).
+        "remote": ["websockets>=15.0", "msgpack>=1.0"],
+        # test/test_remote_policy.py also uses `openpi-client`; install it with `pip install --no-deps
+        # openpi-client`: it pins numpy<2, which would downgrade numpy; its client and codec need only websockets,
+        # msgpack, numpy and typing_extensions (dm-tree and pillow serve its other helpers).
+        "test": ["pytest>=7.4", "hypothesis>=6.90", "websockets>=15.0", "msgpack>=1.0"],
         "dev": ["ruff>=0.5"],
     },
     entry_points={"console_scripts": ["vla-ros = vla_ros.cli.main:main"]},
