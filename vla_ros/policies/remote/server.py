@@ -234,6 +234,9 @@ class ServerThread:
         return self.server.port
 
     def start(self, timeout_s: float = 10.0) -> ServerThread:
+        """Listen; returns once the port is bound (`port` then holds it). Starting twice does nothing."""
+        if self._thread.ident is not None:
+            return self
         self._thread.start()
         if not self._listening.wait(timeout_s) and self._error is None:
             raise ConfigError(f"policy server did not start listening within {timeout_s} s")
