@@ -496,3 +496,42 @@ def _wait_for(condition, what: str, timeout_s: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+def test_policy_failure_reaches_the_client_as_text_and_it_recovers(so101):
+    policy = SmoothPolicy(features())
+    with serve(policy) as server:
+        remote = RemotePolicy(server.url, embodiment=so101, config=FAST_RETRY)
+        batch, _ = EmbodimentAdapter(so101, remote.metadata.features).to_policy_observation(so101.example_observation())
+        policy.delay_s = float("nan")  # time.sleep raises ValueError inside the model call
+        with pytest.raises(PolicyError, match="(?s)failed on this observation:\nTraceback.*ValueError"):
+            remote.predict_chunk(batch)
+        policy.delay_s = 0.0
+        _wait_for(lambda: remote.connected, "the client to reconnect")
+        np.testing.assert_allclose(remote.predict_chunk(batch), expected_actions(policy, batch[STATE]), rtol=1e-6)
+        remote.close()
+
+
+def test_serves_a_tiny_learned_checkpoint_unchanged(tmp_path, so101, monkeypatch):
+    """A real backend (a tiny random pi0 through transformers) behind the server gives the chunk it gives locally."""
+    pytest.importorskip("torch", reason="the pi0 backend needs torch")
+    pytest.importorskip("transformers", minversion="5.4", reason="the pi0 backend needs transformers>=5.4")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from vla_ros.policies.pi0.random_model import random_pi0, save_checkpoint
+
+    model, processor = random_pi0(tiny=True, chunk_size=10, num_inference_steps=3, camera_keys=("front", "wrist"))
+    checkpoint = str(save_checkpoint(tmp_path / "tiny", model, processor))
+    served, local = make_policy(checkpoint, embodiment=so101), make_policy(checkpoint, embodiment=so101)
+    with serve(served) as server:
+        remote = make_policy(server.url, embodiment=so101)
+        try:
+            check_policy(remote, so101)
+            assert remote.metadata.features == local.metadata.features
+            assert remote.metadata.normalization == local.metadata.normalization
+            batch, _ = EmbodimentAdapter(so101, local.metadata.features).to_policy_observation(
+                so101.example_observation(seed=2, instruction="touch the red cube"))
+            served.reset(seed=5)
+            local.reset(seed=5)
+            np.testing.assert_array_equal(remote.predict_chunk(batch), local.predict_chunk(batch))
+        finally:
+            remote.close()
