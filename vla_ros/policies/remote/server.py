@@ -55,8 +55,8 @@ def exposure_warning(host: str, *, token: str | None) -> str | None:
         loopback = False
     if loopback:
         return None
-    advice = "" if token else "; no token is set, so anyone who can reach it can run the model: set --token or " \
-                                f"{protocol.TOKEN_ENV}"
+    advice = "" if token else (f"; no token is set, so anyone who can reach it can run the model: set --token or "
+                               f"{protocol.TOKEN_ENV}")
     return f"listening on {host}: other machines can connect{advice}"
 
 
