@@ -427,6 +427,22 @@ def test_foreign_openpi_server_without_vla_ros_metadata(so101):
     assert seen[-1][image_key("front")].shape == (224, 224, 3)
 
 
+def test_a_server_restarted_with_another_policy_is_not_used(so101):
+    server = serve(SmoothPolicy(features()))
+    remote = RemotePolicy(server.url, embodiment=so101, config=FAST_RETRY)
+    try:
+        port = server.port
+        server.stop()
+        server = ServerThread(PolicyServer(SmoothPolicy(features(chunk_size=20)), ServeConfig(port=port))).start()
+        _wait_for(lambda: "now serves a different policy" in remote.status_message(), "the client to check it")
+        assert not remote.connected
+        with pytest.raises(PolicyError, match="now serves a different policy.*restart this node"):
+            remote.predict_chunk({})
+    finally:
+        remote.close()
+        server.stop()
+
+
 def test_client_survives_a_server_restart_without_a_jump(so101):
     """Drive the ActionPipeline through RemotePolicy; stop the server mid-run, restart it on the same port."""
     chunk_features = features(chunk_size=15, action_dt_s=so101.control_period_s, image_size=(32, 32))

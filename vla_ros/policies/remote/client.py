@@ -219,7 +219,8 @@ class RemotePolicy(Policy):
                 self._down_since = None
                 self._connected.set()
             open_state = ws.protocol.State.OPEN
-            while not self._drop.wait(0.05) and connection.protocol.state is open_state:
+            while (not self._closed.is_set() and not self._drop.wait(0.05)
+                   and connection.protocol.state is open_state):
                 pass
             with self._lock:
                 if self._connection is connection:
