@@ -51,3 +51,25 @@ def test_bench_overhead_prints_json(capsys):
         stages = configuration["stages_ms"]
         assert set(stages) == {"decode", "prepare", "accept_chunk", "step", "total"}
         assert stages["total"]["max"] >= stages["step"]["max"] > 0
+
+
+def test_demo_sync_inference_waits_for_each_chunk_and_async_does_not(tmp_path):
+    results = {}
+    for inference in ("sync", "async"):
+        out = tmp_path / f"{inference}.json"
+        code = main(["demo", "--robot", "so101", "--episodes", "1", "--seed", "7", "--inference", inference,
+                     "--latency-ms", "200", "--no-measured-latency", "--merge", "rtc", "--json", str(out),
+                     "--out", str(tmp_path), "--video-episodes", "0", "--no-progress"])
+        assert code == 0
+        results[inference] = json.loads(out.read_text())
+    for inference, result in results.items():
+        assert result["inference"] == inference and result["success_rate"] == 1.0
+        assert result["latency_model"] == {"inference": inference, "measured_wall_time": False, "added_ms": 200.0}
+        assert result["charged_latency_ms"]["mean"] == pytest.approx(200.0)
+        assert result["merge"] == "rtc" and result["merge_used"] == "replace"  # the expert takes no prefix
+    period = 1 / 30
+    sync_chunks = results["sync"]["charged_latency_ms"]["count"]
+    # 200 ms is 6 ticks (7 where ticks ran a physics step short): sync waits that for every chunk, async for the
+    # first one only (the queue, half a 1 s chunk, outlasts the latency).
+    assert 6 * sync_chunks * period - 1e-6 <= results["sync"]["stall_time_s"] <= 7 * sync_chunks * period + 1e-6
+    assert 6 * period - 1e-6 <= results["async"]["stall_time_s"] <= 7 * period + 1e-6

@@ -23,10 +23,11 @@ import numpy as np
 
 from vla_ros.bench.stats import summarize_ms
 from vla_ros.cli import demo
-from vla_ros.core.embodiment import available_robots, load_embodiment
+from vla_ros.core.embodiment import EmbodimentConfig, available_robots, load_embodiment
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
+from vla_ros.policies.base import Policy
 
 DEFAULT_POLICY = "builtin"
 JERK_WINDOW = 3  # a third difference spans ticks k-3..k
@@ -127,6 +128,38 @@ def _parse_latencies(text: str) -> list[float]:
     return values
 
 
+@dataclass(frozen=True)
+class GridCell:
+    """One configuration of the grid."""
+
+    inference: str  # an InferenceMode value
+    merge: str  # a MergeStrategy value
+    added_latency_ms: float  # artificial latency added to each chunk
+
+
+def run_grid(world, policy: Policy, embodiment: EmbodimentConfig, cells: list[GridCell], *, task_family: str,
+             colors: tuple[str, ...], seeds: list[int], measure_latency: bool, progress=None) -> list[dict]:
+    """The figures of each cell (`summarize_cell`, plus the cell's settings), every cell on the same `seeds`."""
+    period = embodiment.control_period_s
+    tasks = [demo.episode_task(task_family, colors, seed) for seed in seeds]
+    results = []
+    for cell in cells:
+        settings = demo.LoopSettings(inference=cell.inference, added_latency_s=cell.added_latency_ms / 1e3,
+                                     measure_latency=measure_latency)
+        pipeline = ActionPipeline(embodiment, policy.metadata.features, PipelineConfig(merge=cell.merge),
+                                  supports_prefix=policy.metadata.supports_prefix)
+        episodes = []
+        for seed, task in zip(seeds, tasks, strict=True):
+            episodes.append(demo.run_episode(world, task, seed=seed, policy=policy, pipeline=pipeline,
+                                             settings=settings))
+            if progress is not None:
+                progress.update(1)
+        results.append({"inference": settings.inference.value, "merge": MergeStrategy(cell.merge).value,
+                        "merge_used": pipeline.merge.value, "added_latency_ms": cell.added_latency_ms,
+                        **summarize_cell(episodes, period_s=period)})
+    return results
+
+
 def run(args: argparse.Namespace) -> dict:
     from vla_ros.policies.factory import make_policy
 
@@ -139,26 +172,16 @@ def run(args: argparse.Namespace) -> dict:
     colors = demo.parse_colors(args.colors)
     world = demo.make_world(embodiment, colors)
     policy = make_policy(args.policy, embodiment=embodiment, world=world)
-    period = embodiment.control_period_s
     seeds = [args.seed + i for i in range(args.episodes)]
-    tasks = [demo.episode_task(args.task, colors, seed) for seed in seeds]
-    cells = []
-    grid = [(mode, merge, latency) for mode in modes for merge in merges for latency in latencies_ms]
+    grid = [GridCell(mode, merge, latency) for mode in modes for merge in merges for latency in latencies_ms]
     progress = demo.progress_bar(len(grid) * len(seeds), disabled=args.no_progress)
-    for mode, merge, latency_ms in grid:
-        settings = demo.LoopSettings(inference=mode, added_latency_s=latency_ms / 1e3,
-                                     measure_latency=not args.no_measured_latency)
-        pipeline = ActionPipeline(embodiment, policy.metadata.features, PipelineConfig(merge=merge),
-                                  supports_prefix=policy.metadata.supports_prefix)
-        episodes = []
-        for seed, task in zip(seeds, tasks, strict=True):
-            episodes.append(demo.run_episode(world, task, seed=seed, policy=policy, pipeline=pipeline,
-                                             settings=settings))
-            progress.update(1)
-        cells.append({"inference": mode, "merge": merge, "merge_used": pipeline.merge.value,
-                      "added_latency_ms": latency_ms, **summarize_cell(episodes, period_s=period)})
-    progress.close()
-    world.close()
+    try:
+        cells = run_grid(world, policy, embodiment, grid, task_family=args.task, colors=colors, seeds=seeds,
+                         measure_latency=not args.no_measured_latency, progress=progress)
+    finally:
+        progress.close()
+        policy.close()
+        world.close()
     return {
         "benchmark": "closed_loop",
         "robot": embodiment.robot,
