@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PI0Config, PI0ForConditionalGeneration, PI0Processor, PreTrainedTokenizerFast
+from transformers.initialization import no_init_weights
 
 from vla_ros.policies.pi0.processing import build_processor
 
@@ -44,11 +45,12 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
 def random_pi0(*, tiny: bool, state_dim: int = 6, action_dim: int = 6, chunk_size: int = 50,
                num_inference_steps: int = 10, camera_keys: Sequence[str] = ("front", "wrist"),
                device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
-               ) -> tuple[PI0ForConditionalGeneration, PI0Processor]:
-    """(model, processor) with random weights; the processor's statistics are the identity (mean 0, std 1).
+               random_weights: bool = True) -> tuple[PI0ForConditionalGeneration, PI0Processor]:
+    """(model, processor); the processor's statistics are the identity (mean 0, std 1).
 
-    The model is built on the meta device and allocated once on `device` in `dtype`, then initialised
-    with transformers' own scheme: no float32 copy of a 3B model is ever made.
+    The model is allocated once, on `device` in `dtype` (no float32 copy of a 3B model is ever made).
+    `random_weights`: transformers' own initialisation; else zeros, for benchmarks: the compute does not
+    depend on the values, and random numbers for 3.3B parameters take longer on a CPU than reading a checkpoint.
     """
     image_size = TINY_IMAGE_SIZE if tiny else 224
     patch_size = TINY_PATCH_SIZE if tiny else 14
@@ -63,11 +65,19 @@ def random_pi0(*, tiny: bool, state_dim: int = 6, action_dim: int = 6, chunk_siz
     config = PI0Config(chunk_size=chunk_size, num_inference_steps=num_inference_steps,
                        camera_keys=list(camera_keys), **_sub_configs(tiny, processor))
     torch.manual_seed(seed)
-    with torch.device("meta"):
-        model = PI0ForConditionalGeneration(config)
-    model = model.to(dtype).to_empty(device=device)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device), no_init_weights():
+            model = PI0ForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
     with torch.no_grad():
-        model.init_weights()
+        if random_weights:
+            model.init_weights()
+        else:
+            for parameter in model.parameters():
+                parameter.zero_()
     return model.eval(), processor
 
 
