@@ -9,7 +9,7 @@ from vla_ros.core.errors import VlaRosError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vla_ros.bench import closed_loop, overhead
+    from vla_ros.bench import closed_loop, inference, overhead
     from vla_ros.cli import demo
     from vla_ros.policies.remote import cli as serve
 
@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "with added latency: success, stall time, jerk at seams")
     closed_loop.add_arguments(closed_loop_parser)
     closed_loop_parser.set_defaults(run=closed_loop.main)
+    inference_parser = benches.add_parser("inference", help="time per action chunk and load time of SmolVLA- "
+                                          "and pi0-size models")
+    inference.add_arguments(inference_parser)
+    inference_parser.set_defaults(run=inference.main)
     return parser
 
 

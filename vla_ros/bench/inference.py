@@ -1,0 +1,223 @@
+"""`vla-ros bench inference`: time per action chunk, and load time, of SmolVLA- and pi0-size policies.
+
+The models have the published sizes and are built from configs, nothing downloaded: a SmolVLA-size model
+(LeRobot's SmolVLA defaults: SmolVLM2-500M backbone, 2 cameras at 512x512, chunk 50, 10 flow steps) and a
+pi0-size one (transformers' PI0Config defaults: PaliGemma 3B and a 300M action expert, openpi's 3 cameras
+at 224x224, chunk 50, 10 flow steps). Their weights are zeros: a forward pass costs the same whatever the
+values, and drawing random numbers for 3.5B parameters would take longer than reading a checkpoint.
+
+A chunk is timed as the node calls the policy: from an adapter-ready observation (images already resized)
+through the policy's own processing (tokenizer, normalization) and every flow step, to numpy actions.
+Load time is building the model on the device (allocating and filling its weights) plus one warm-up chunk;
+loading a real checkpoint replaces the filling by reading the weights from disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.bench.stats import summarize_ms
+from vla_ros.core.adapter import EmbodimentAdapter
+from vla_ros.core.embodiment import CameraSpec, EmbodimentConfig, load_embodiment
+from vla_ros.core.errors import ConfigError, MissingDependencyError, did_you_mean
+from vla_ros.policies.base import Policy
+from vla_ros.policies.device import DTYPE_CHOICES, import_torch, select_device, select_dtype
+
+INSTRUCTION = "pick up the red cube and put it in the box"
+LOAD_TIME_INCLUDES = ("building the model on the device with {weights} weights (allocation and filling; a real "
+                      "checkpoint is read from disk instead) plus one warm-up chunk")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    camera_keys: tuple[str, ...]
+    approx_parameters: float  # of the full-size model, to refuse runs that cannot fit in memory
+    build: Callable  # (tiny, robot, device, dtype) -> (Policy with metadata.load_time_s set, parameter count)
+
+
+def _build_pi0(tiny: bool, robot: EmbodimentConfig, device, dtype) -> tuple[Policy, int]:
+    from vla_ros.policies.pi0.policy import Pi0Policy
+    from vla_ros.policies.pi0.random_model import random_pi0
+
+    started = time.perf_counter()
+    n_joints = len(robot.joints)
+    model, processor = random_pi0(tiny=tiny, state_dim=n_joints, action_dim=n_joints, chunk_size=50,
+                                  num_inference_steps=10, camera_keys=MODELS["pi0"].camera_keys, device=device,
+                                  dtype=dtype, random_weights=tiny)
+    policy = Pi0Policy(model, processor, camera_keys=MODELS["pi0"].camera_keys, action_dt_s=robot.control_period_s,
+                       source="random tiny weights" if tiny else "zero weights", warmup=True, load_started_s=started)
+    return policy, sum(p.numel() for p in model.parameters())
+
+
+MODELS = {
+    "pi0": ModelSpec("pi0", "pi0 size: PaliGemma 3B + 300M expert, 3 cameras 224x224, chunk 50, 10 flow steps",
+                     ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"), 3.5e9, _build_pi0),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)} "
+                        "(default: all)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                        help="auto: bfloat16/float16 on GPUs, float32 on the CPU; pi0 size needs ~14 GB in float32")
+    parser.add_argument("--repeats", type=int, default=5, help="timed chunks per model, after the warm-up")
+    parser.add_argument("--robot", default="so101", help="robot whose joints fill the state (cameras are the model's)")
+    parser.add_argument("--tiny", action="store_true", help="tiny models of the same architectures (for tests)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="bar plot PNG (default: beside --json, with .png)")
+
+
+def parse_models(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("--models: name at least one of " + ", ".join(sorted(MODELS)))
+    for name in names:
+        if name not in MODELS:
+            raise ConfigError(f"--models: unknown model '{name}'." + did_you_mean(name, MODELS))
+    return names
+
+
+def _check_memory(spec: ModelSpec, device, dtype, *, tiny: bool) -> None:
+    """Refuse a CPU run that would exhaust the memory (Linux kills the process without a word)."""
+    if tiny or device.type != "cpu" or not hasattr(os, "sysconf"):
+        return
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return
+    needed = spec.approx_parameters * dtype.itemsize * 1.15  # activations and the allocator's slack
+    if needed > available:
+        raise ConfigError(f"{spec.name} size in {str(dtype).removeprefix('torch.')} needs about {needed / 1e9:.0f} "
+                          f"GB of memory, {available / 1e9:.0f} GB are free: use --dtype bfloat16, or leave it out "
+                          "with --models")
+
+
+def _observation(policy: Policy, robot: EmbodimentConfig) -> dict:
+    """An observation through the real adapter, from a robot whose cameras feed every camera of the model."""
+    features = policy.metadata.features
+    cameras = tuple(CameraSpec(name=key, policy_key=key, width=640, height=480) for key in features.camera_keys)
+    robot = replace(robot, cameras=cameras)
+    batch, _ = EmbodimentAdapter(robot, features).to_policy_observation(
+        robot.example_observation(seed=0, instruction=INSTRUCTION))
+    return batch
+
+
+def measure(name: str, *, tiny: bool, robot: EmbodimentConfig, device, dtype, repeats: int) -> dict:
+    spec = MODELS[name]
+    _check_memory(spec, device, dtype, tiny=tiny)
+    policy, parameters = spec.build(tiny, robot, device, dtype)
+    try:
+        batch = _observation(policy, robot)
+        policy.reset()
+        chunk_ms = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            policy.predict_chunk(batch)  # returns numpy: the device has finished
+            chunk_ms.append((time.perf_counter() - started) * 1e3)
+        meta = policy.metadata
+        summary = summarize_ms(chunk_ms)
+        summary = {"p50": summary["p50"], "p90": round(float(np.percentile(chunk_ms, 90)), 4), **summary}
+        return {
+            "model": name,
+            "description": spec.description if not tiny else f"tiny model of the {name} architecture",
+            "parameters": int(parameters),
+            "cameras": len(meta.features.camera_keys),
+            "image_size": list(meta.features.image_size) if meta.features.image_size else None,
+            "chunk_size": meta.features.chunk_size,
+            "device": meta.device,
+            "dtype": meta.dtype,
+            "load_time_s": round(meta.load_time_s, 3),
+            "chunk_ms": summary,
+            "actions_per_s_at_p50": round(meta.features.chunk_size / (summary["p50"] / 1e3), 1),
+        }
+    finally:
+        policy.close()
+        del policy
+        gc.collect()
+
+
+def plot(results: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "sim", "The benchmark's plot") from exc
+    models = results["models"]
+    names = [m["model"] for m in models]
+    p50 = [m["chunk_ms"]["p50"] for m in models]
+    p90 = [m["chunk_ms"]["p90"] for m in models]
+    worst = [m["chunk_ms"]["max"] for m in models]
+    loads = [m["load_time_s"] for m in models]
+    scale, unit = (1e-3, "s") if max(p50) > 5000 else (1.0, "ms")
+    p50, p90, worst = (np.asarray(values) * scale for values in (p50, p90, worst))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    x = np.arange(len(names))
+    left.bar(x, p50, color="tab:blue", label="p50")
+    left.errorbar(x, p50, yerr=[np.zeros(len(x)), p90 - p50], fmt="none", ecolor="black", capsize=6,
+                  label="to p90")
+    left.scatter(x, worst, marker="_", s=300, color="tab:red", label="max", zorder=3)
+    left.set_xticks(x, names)
+    left.set_ylabel(f"time per chunk ({unit})")
+    left.legend(fontsize=8)
+    right.bar(x, loads, color="tab:gray")
+    right.set_xticks(x, names)
+    right.set_ylabel("load + warm-up (s)")
+    figure.suptitle(f"vla-ros bench inference: {results['device']}, {results['dtype']}, "
+                    f"{results['repeats']} chunks{' (tiny models)' if results['tiny'] else ''}", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(args: argparse.Namespace) -> int:
+    names = parse_models(args.models)
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    torch = import_torch()
+    device = select_device(args.device)
+    dtype = select_dtype(device, args.dtype)
+    robot = load_embodiment(args.robot)
+    results = {
+        "benchmark": "inference",
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "repeats": args.repeats,
+        "tiny": args.tiny,
+        "load_time_includes": LOAD_TIME_INCLUDES.format(weights="random" if args.tiny else "zero"),
+        "chunk_time_includes": "the policy's processing (tokenizer, normalization) and every flow step",
+        "models": [],
+    }
+    for name in names:
+        print(f"vla-ros bench inference: {name}{' (tiny)' if args.tiny else ''} on {device}, "
+              f"{results['dtype']}...", file=sys.stderr)
+        results["models"].append(measure(name, tiny=args.tiny, robot=robot, device=device, dtype=dtype,
+                                         repeats=args.repeats))
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n", encoding="utf-8")
+    plot_path = args.plot or (args.json.with_suffix(".png") if args.json is not None else None)
+    if plot_path is not None:
+        plot(results, plot_path)
+    return 0
