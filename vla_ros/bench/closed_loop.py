@@ -205,20 +205,25 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def plot(results: dict, path: Path) -> Path:
-    """Success rate and seam vs within-chunk jerk per cell, as a PNG at `path`."""
+    """Success rate, task and stall time, and seam vs within-chunk jerk per cell, as a PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells = results["cells"]
-    labels = [f"{c['inference']}/{c['merge']}/{c['added_latency_ms']:g}ms" for c in cells]
+    labels = [f"{c['inference']}/{c['merge']}{'' if c['merge_used'] == c['merge'] else '→' + c['merge_used']}/"
+              f"{c['added_latency_ms']:g}ms" for c in cells]
     x = np.arange(len(cells))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(cells) + 2), 6.5), sharex=True)
+    width = 0.4
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(max(6.0, 0.45 * len(cells) + 2), 8.5), sharex=True)
     top.bar(x, [c["success_rate"] for c in cells], color="tab:green")
     top.set_ylabel("success rate")
     top.set_ylim(0, 1.05)
-    width = 0.4
+    middle.bar(x - width / 2, [c["task_time_s"] or 0.0 for c in cells], width, label="task time", color="tab:gray")
+    middle.bar(x + width / 2, [c["stall_time_s"] for c in cells], width, label="stall time", color="tab:orange")
+    middle.set_ylabel("s per episode")
+    middle.legend(fontsize=8)
     seams = [c["jerk_rms"]["seams"] or 0.0 for c in cells]
     within = [c["jerk_rms"]["within_chunks"] or 0.0 for c in cells]
     bottom.bar(x - width / 2, seams, width, label="at seams", color="tab:red")
