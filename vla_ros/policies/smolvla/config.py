@@ -1,0 +1,241 @@
+"""SmolVLA's config.json, as LeRobot writes it: the fields that shape the model and its processing.
+
+Keys this backend does not use (optimizer and scheduler presets, hub settings, ...) are kept as they are, so
+that `from_dict(d).to_dict() == d` and a checkpoint we write still loads in LeRobot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from vla_ros.core.errors import ConfigError
+from vla_ros.core.features import ACTION, IMAGES_PREFIX, STATE
+
+CHECKPOINT_TYPE = "smolvla"
+FEATURE_TYPES = ("STATE", "VISUAL", "ACTION", "ENV", "LANGUAGE", "REWARD")
+NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
+ATTENTION_MODES = ("cross_attn", "self_attn")
+LANGUAGE_PADDINGS = ("longest", "max_length")
+
+
+@dataclass(frozen=True)
+class Feature:
+    type: str  # one of FEATURE_TYPES
+    shape: tuple[int, ...]  # images (3, H, W) as recorded; state and action (D,)
+
+
+def _default_features() -> dict[str, Feature]:
+    return {}
+
+
+@dataclass
+class SmolVLAConfig:
+    """LeRobot's SmolVLAConfig fields (lerobot 0.4.x) with LeRobot's defaults."""
+
+    input_features: dict[str, Feature] = field(default_factory=_default_features)
+    output_features: dict[str, Feature] = field(default_factory=_default_features)
+    n_obs_steps: int = 1
+    chunk_size: int = 50
+    n_action_steps: int = 50
+    normalization_mapping: dict[str, str] = field(
+        default_factory=lambda: {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
+    )
+    max_state_dim: int = 32
+    max_action_dim: int = 32
+    resize_imgs_with_padding: tuple[int, int] | None = (512, 512)  # (width, height), LeRobot's argument order
+    empty_cameras: int = 0
+    adapt_to_pi_aloha: bool = False
+    use_delta_joint_actions_aloha: bool = False
+    tokenizer_max_length: int = 48
+    num_steps: int = 10
+    use_cache: bool = True
+    freeze_vision_encoder: bool = True
+    train_expert_only: bool = True
+    train_state_proj: bool = True
+    vlm_model_name: str = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
+    load_vlm_weights: bool = False
+    add_image_special_tokens: bool = False
+    attention_mode: str = "cross_attn"
+    prefix_length: int = -1
+    pad_language_to: str = "longest"
+    num_expert_layers: int = -1  # <= 0: as many as the VLM keeps
+    num_vlm_layers: int = 16  # <= 0: all of the VLM's text layers
+    self_attn_every_n_layers: int = 2
+    expert_width_multiplier: float = 0.75
+    min_period: float = 4e-3
+    max_period: float = 4.0
+    extra: dict[str, Any] = field(default_factory=dict)  # every other key of config.json, written back unchanged
+    source: str = "<SmolVLAConfig>"  # where the values came from, for error messages
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived values ----------------------------------------------------------------------------------------
+
+    @property
+    def state_dim(self) -> int:
+        return self.input_features[STATE].shape[0]
+
+    @property
+    def action_dim(self) -> int:
+        return self.output_features[ACTION].shape[0]
+
+    @property
+    def image_features(self) -> list[str]:
+        """observation.images.* keys in config order: the order images enter the model."""
+        return [key for key, feature in self.input_features.items() if feature.type == "VISUAL"]
+
+    @property
+    def camera_keys(self) -> tuple[str, ...]:
+        return tuple(key[len(IMAGES_PREFIX):] for key in self.image_features)
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) the model sees images at, or None to keep the camera's size."""
+        if self.resize_imgs_with_padding is None:
+            return None
+        width, height = self.resize_imgs_with_padding
+        return (height, width)
+
+    def normalization_mode(self, feature_type: str) -> str:
+        return self.normalization_mapping.get(feature_type, "IDENTITY")
+
+    # -- (de)serialization -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config.json") -> SmolVLAConfig:
+        """Parse LeRobot's config.json content; unknown keys go to `extra`. Raises ConfigError naming the key."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"expected a JSON object, got {type(data).__name__}", source=source)
+        kind = data.get("type", CHECKPOINT_TYPE)
+        if kind != CHECKPOINT_TYPE:
+            raise ConfigError(f"this is a '{kind}' checkpoint, not '{CHECKPOINT_TYPE}'", source=source, key="type")
+        known = {f.name: f for f in fields(cls) if f.name not in ("extra", "source")}
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "type":
+                continue
+            if key not in known:
+                extra[key] = value
+                continue
+            values[key] = _parse_value(key, value, known[key].default, source)
+        return cls(**values, extra=extra, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """config.json content in LeRobot's layout (features as {type, shape} with list shapes)."""
+        out: dict[str, Any] = {"type": CHECKPOINT_TYPE}
+        for f in fields(self):
+            if f.name in ("extra", "source"):
+                continue
+            value = getattr(self, f.name)
+            if f.name in ("input_features", "output_features"):
+                value = {key: {"type": ft.type, "shape": list(ft.shape)} for key, ft in value.items()}
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[f.name] = value
+        out.update(self.extra)
+        return out
+
+    # -- validation --------------------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        def fail(key: str, message: str) -> None:
+            raise ConfigError(message, source=self.source, key=key)
+
+        state = self.input_features.get(STATE)
+        if state is None or state.type != "STATE" or len(state.shape) != 1:
+            fail("input_features", f"SmolVLA needs a STATE input feature '{STATE}' of shape (D,), got "
+                 f"{state.type + ' ' + str(list(state.shape)) if state else 'none'}")
+        action = self.output_features.get(ACTION)
+        if action is None or action.type != "ACTION" or len(action.shape) != 1:
+            fail("output_features", f"SmolVLA needs an ACTION output feature '{ACTION}' of shape (D,)")
+        if not self.image_features:
+            fail("input_features", "SmolVLA needs at least one VISUAL input feature (observation.images.<camera>)")
+        for key in self.image_features:
+            if not key.startswith(IMAGES_PREFIX):
+                fail("input_features", f"image feature '{key}' must be named {IMAGES_PREFIX}<camera>")
+        for name in ("chunk_size", "n_action_steps", "max_state_dim", "max_action_dim", "tokenizer_max_length",
+                     "num_steps", "n_obs_steps"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.n_action_steps > self.chunk_size:
+            fail("n_action_steps", f"{self.n_action_steps} is more than chunk_size {self.chunk_size}")
+        if self.state_dim > self.max_state_dim:
+            fail("max_state_dim", f"{self.max_state_dim} is smaller than the state width {self.state_dim}")
+        if self.action_dim > self.max_action_dim:
+            fail("max_action_dim", f"{self.max_action_dim} is smaller than the action width {self.action_dim}")
+        if self.resize_imgs_with_padding is not None and (
+            len(self.resize_imgs_with_padding) != 2 or min(self.resize_imgs_with_padding) < 1
+        ):
+            fail("resize_imgs_with_padding", f"expected [width, height] > 0, got {self.resize_imgs_with_padding}")
+        for feature_type, mode in self.normalization_mapping.items():
+            if mode not in NORMALIZATION_MODES:
+                fail("normalization_mapping", f"{feature_type}: mode '{mode}' is not one of "
+                     f"{', '.join(NORMALIZATION_MODES)}")
+        if self.attention_mode not in ATTENTION_MODES:
+            fail("attention_mode", f"'{self.attention_mode}' is not one of {', '.join(ATTENTION_MODES)}")
+        if self.pad_language_to not in LANGUAGE_PADDINGS:
+            fail("pad_language_to", f"'{self.pad_language_to}' is not one of {', '.join(LANGUAGE_PADDINGS)}")
+        if not (self.expert_width_multiplier > 0 and math.isfinite(self.expert_width_multiplier)):
+            fail("expert_width_multiplier", f"must be > 0, got {self.expert_width_multiplier}")
+        if not 0 < self.min_period < self.max_period:
+            fail("min_period", f"need 0 < min_period < max_period, got {self.min_period}, {self.max_period}")
+        if self.adapt_to_pi_aloha or self.use_delta_joint_actions_aloha:
+            fail("adapt_to_pi_aloha", "the pi-internal ALOHA conversions are not supported by vla_ros: describe the "
+                 "robot's units in its embodiment YAML instead")
+        if not self.vlm_model_name:
+            fail("vlm_model_name", "names no VLM")
+
+
+def _parse_value(key: str, value: Any, default: Any, source: str) -> Any:
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"expected {expected}, got {value!r}", source=source, key=key)
+
+    if key in ("input_features", "output_features"):
+        if not isinstance(value, Mapping):
+            raise fail("an object of features")
+        features = {}
+        for name, spec in value.items():
+            if not isinstance(spec, Mapping) or spec.get("type") not in FEATURE_TYPES or not isinstance(
+                spec.get("shape"), list | tuple
+            ):
+                raise ConfigError(f"feature '{name}' needs a type ({', '.join(FEATURE_TYPES)}) and a shape list, "
+                                  f"got {spec!r}", source=source, key=key)
+            if not all(isinstance(n, int) and n > 0 for n in spec["shape"]):
+                raise ConfigError(f"feature '{name}': shape must be positive integers, got {spec['shape']}",
+                                  source=source, key=key)
+            features[name] = Feature(spec["type"], tuple(spec["shape"]))
+        return features
+    if key == "normalization_mapping":
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise fail("an object of feature type -> normalization mode")
+        return dict(value)
+    if key == "resize_imgs_with_padding":
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
+            raise fail("[width, height] or null")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    return value
