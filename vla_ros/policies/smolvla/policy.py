@@ -1,0 +1,135 @@
+"""SmolVLAPolicy: our SmolVLA network behind the vla_ros Policy interface, with real-time chunking."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vla_ros.core.embodiment import EmbodimentConfig
+from vla_ros.core.errors import PolicyError
+from vla_ros.core.features import ACTION, STATE, TASK, PolicyFeatures, PolicyObservation, image_key, image_mask_key
+from vla_ros.policies.base import ChunkPrefix, Policy, PolicyMetadata
+from vla_ros.policies.device import select_device, select_dtype
+from vla_ros.policies.smolvla.checkpoint import SmolVLACheckpoint, load_checkpoint, load_robot_stats, robot_stats_path
+from vla_ros.policies.smolvla.modeling import RTCGuidance
+from vla_ros.policies.smolvla.processor import batch_to
+
+WARMUP_INSTRUCTION = "warm up"
+MAX_GUIDANCE_WEIGHT = 5.0  # beta of the RTC paper: caps the guidance early and late in the flow
+
+
+class SmolVLAPolicy(Policy):
+    """SmolVLA flow-matching policy; inputs and outputs in policy units, normalized inside.
+
+    A camera whose mask is False (missing, or no image arrived) is masked out of attention, as LeRobot does
+    with its empty cameras. Noise comes from the policy's own generator: `reset(seed=...)` makes the following
+    chunks reproducible. With a ChunkPrefix, sampling is guided toward the old chunk (real-time chunking).
+    """
+
+    def __init__(self, checkpoint: SmolVLACheckpoint, *, action_dt_s: float, robot: str | None = None,
+                 warmup: bool = True, load_started_s: float | None = None):
+        """`robot`: use `<checkpoint>/norm_stats/<robot>.safetensors` instead of the checkpoint's stats if it
+        exists. `load_started_s`: time.perf_counter() when loading began, for metadata.load_time_s."""
+        self._config = config = checkpoint.config
+        self._model = checkpoint.model
+        self._processor = checkpoint.processor
+        stats_source = "the checkpoint's normalizer"
+        if robot is not None:
+            robot_stats = load_robot_stats(checkpoint.directory, robot)
+            if robot_stats is not None:
+                stats_source = str(robot_stats_path(checkpoint.directory, robot))
+                self._processor = self._processor.with_stats(robot_stats, source=stats_source)
+        self._device, self._dtype = self._model.device, self._model.dtype
+        self._generator = torch.Generator(device="cpu")
+        self._generator.seed()
+        features = PolicyFeatures(state_dim=config.state_dim, action_dim=config.action_dim,
+                                  chunk_size=config.chunk_size, action_dt_s=action_dt_s,
+                                  camera_keys=config.camera_keys, image_size=config.image_size)
+        if warmup:
+            self._warm_up(features)
+        n_parameters = sum(p.numel() for p in self._model.parameters())
+        dtype_name = str(self._dtype).removeprefix("torch.")
+        self.metadata = PolicyMetadata(
+            name="smolvla", features=features,
+            description=(f"SmolVLA ({n_parameters / 1e6:.1f}M parameters, {config.num_steps} flow steps, "
+                         f"{dtype_name} on {self._device}, stats from {stats_source}) from {checkpoint.directory}"),
+            normalization={STATE: config.normalization_mode("STATE"), ACTION: config.normalization_mode("ACTION")},
+            device=str(self._device), dtype=dtype_name,
+            load_time_s=time.perf_counter() - load_started_s if load_started_s is not None else 0.0,
+            supports_prefix=True,
+        )
+
+    @property
+    def model(self):
+        """The SmolVLAModel (for fine-tuning or inspection)."""
+        return self._model
+
+    @property
+    def processor(self):
+        return self._processor
+
+    def reset(self, *, seed: int | None = None) -> None:
+        """Start an episode; with `seed`, the noise of the following chunks is reproducible."""
+        if seed is not None:
+            self._generator.manual_seed(seed)
+
+    def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
+        if self._model is None:
+            raise PolicyError("smolvla: the policy was closed")
+        noise = torch.randn((1, self._config.chunk_size, self._config.max_action_dim), generator=self._generator,
+                            dtype=torch.float32)
+        return self.sample(observation, noise, prefix)
+
+    def sample(self, observation: PolicyObservation, noise: torch.Tensor, prefix: ChunkPrefix | None = None
+               ) -> np.ndarray:
+        """`predict_chunk` with given noise (1, chunk_size, max_action_dim): same noise, same actions."""
+        batch = batch_to(self._processor.preprocess([observation]), self._device, self._dtype)
+        guidance = self._guidance(prefix)
+        # Guidance differentiates through the expert, which inference_mode forbids.
+        with torch.no_grad() if guidance is not None else torch.inference_mode():
+            actions = self._model.sample_actions(**batch, noise=noise.to(self._device), prefix=guidance)
+        return self._processor.unnormalize_actions(actions)[0]
+
+    def close(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+        self._model = None
+
+    # -- internals -------------------------------------------------------------------------------------------------
+
+    def _guidance(self, prefix: ChunkPrefix | None) -> RTCGuidance | None:
+        if prefix is None or len(prefix.actions) == 0:
+            return None
+        actions = np.asarray(prefix.actions, dtype=np.float32)
+        if actions.ndim != 2 or actions.shape[1] != self._config.action_dim:
+            raise PolicyError(f"smolvla: chunk prefix of shape {actions.shape}, expected (n, "
+                              f"{self._config.action_dim})")
+        return RTCGuidance(
+            actions=self._processor.normalize_actions(actions[None]).to(self._device),
+            inference_delay_steps=prefix.inference_delay_steps,
+            execution_horizon=prefix.execution_horizon,
+            action_dim=self._config.action_dim,
+            max_guidance_weight=MAX_GUIDANCE_WEIGHT,
+        )
+
+    def _warm_up(self, features: PolicyFeatures) -> None:
+        size = features.image_size or (224, 224)
+        observation: PolicyObservation = {STATE: np.zeros(features.state_dim, dtype=np.float32),
+                                          TASK: WARMUP_INSTRUCTION}
+        for key in features.camera_keys:
+            observation[image_key(key)] = np.zeros((*size, 3), dtype=np.uint8)
+            observation[image_mask_key(key)] = True
+        self.sample(observation, torch.zeros(1, features.chunk_size, self._config.max_action_dim))
+
+
+def load_smolvla(path: Path, *, embodiment: EmbodimentConfig, device: str = "auto", dtype: str = "auto",
+                 warmup: bool = True) -> SmolVLAPolicy:
+    started = time.perf_counter()
+    torch_device = select_device(device)
+    torch_dtype = select_dtype(torch_device, dtype)
+    checkpoint = load_checkpoint(path, device=torch_device, dtype=torch_dtype)
+    return SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, robot=embodiment.robot,
+                         warmup=warmup, load_started_s=started)
