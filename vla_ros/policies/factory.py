@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +64,13 @@ def make_policy(
         if not (BUILTIN_CHECKPOINT / "config.json").is_file():
             raise ConfigError(f"the built-in policy's checkpoint is missing from {BUILTIN_CHECKPOINT}: reinstall "
                               "vla_ros, or train it with `python scripts/train_builtin.py`")
-        return _load_checkpoint(BUILTIN_CHECKPOINT, embodiment=embodiment, options=options)
+        policy = _load_checkpoint(BUILTIN_CHECKPOINT, embodiment=embodiment, options=options)
+        policy.metadata = replace(
+            policy.metadata, name="builtin",
+            description=f"built-in VLA (a small SmolVLA trained in this repository on simulator episodes; "
+                        f"{policy.metadata.device}, {policy.metadata.features.chunk_size}-step chunks)",
+        )
+        return policy
     path = Path(spec).expanduser()
     if path.is_dir():
         return _load_checkpoint(path, embodiment=embodiment, options=options)
