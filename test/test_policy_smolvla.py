@@ -260,7 +260,7 @@ def test_optimizer_steps_on_a_fixed_batch_reduce_the_flow_matching_loss(tmp_path
 
 
 def test_training_times_follow_beta_1_5_1():
-    model_time = SmolVLAModel.sample_time(None, 20_000, "cpu", generator=torch.Generator().manual_seed(0))
+    model_time = SmolVLAModel.sample_time(20_000, "cpu", generator=torch.Generator().manual_seed(0))
     assert model_time.min() >= 0.001 and model_time.max() <= 1.0
     # Beta(1.5, 1) has mean 0.6, scaled by 0.999 and shifted by 0.001.
     assert abs(model_time.mean().item() - (0.6 * 0.999 + 0.001)) < 0.01
@@ -366,3 +366,11 @@ def test_image_special_tokens_match_lerobot(tmp_path):
     policy = _fixture_policy(directory)
     np.testing.assert_allclose(policy.sample(observations[0], io["noise"][:1]),
                                io["actions_with_image_special_tokens"][0].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_camera_images_at_their_recorded_size_are_resized_as_lerobot_does():
+    io, observations = _lerobot_case()
+    policy = _fixture_policy()
+    observation = dict(observations[1], **{image_key("front"): io["image_front_48x64"][1].numpy()})
+    np.testing.assert_allclose(policy.sample(observation, io["noise"][1:]), io["actions_with_front_48x64"][1].numpy(),
+                               atol=1e-4, rtol=1e-4)

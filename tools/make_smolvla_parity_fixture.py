@@ -180,13 +180,18 @@ def main() -> None:
                                       train_batch["observation.language.attention_mask"],
                                       policy.prepare_state(train_batch), policy.prepare_action(train_batch),
                                       train_noise, train_time)
+        # A camera at its recorded size (48x64): LeRobot resizes it with padding inside the policy.
+        raw_front = torch.randint(0, 256, (BATCH, 48, 64, 3), generator=generator, dtype=torch.uint8)
+        raw_batch = preprocessor({**raw, "observation.images.front": raw_front.permute(0, 3, 1, 2).float() / 255.0})
+        raw_size_actions = postprocessor(policy.predict_action_chunk(dict(raw_batch), noise=noise.clone()))
         policy.model.add_image_special_tokens = True  # the same weights with SmolVLM's image delimiter tokens
         special_actions = postprocessor(policy.predict_action_chunk(dict(batch), noise=noise.clone()))
 
     save_file({"state": state, "noise": noise, "actions": actions.contiguous(),
                "actions_with_image_special_tokens": special_actions.contiguous(),
                "train_actions": train_actions, "train_noise": train_noise, "train_time": train_time,
-               "train_losses": losses.contiguous(),
+               "train_losses": losses.contiguous(), "image_front_48x64": raw_front,
+               "actions_with_front_48x64": raw_size_actions.contiguous(),
                **{f"image_{key}": pixels.contiguous() for key, pixels in images.items()}},
               str(out / "io.safetensors"))
     import transformers

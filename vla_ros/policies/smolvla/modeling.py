@@ -409,7 +409,8 @@ class SmolVLAModel(nn.Module):
 
     # -- flow matching -----------------------------------------------------------------------------------------
 
-    def sample_time(self, batch: int, device, generator: torch.Generator | None = None) -> Tensor:
+    @staticmethod
+    def sample_time(batch: int, device, generator: torch.Generator | None = None) -> Tensor:
         """Training times (B,) ~ Beta(1.5, 1) * 0.999 + 0.001: more weight near the noise end."""
         # Beta(a, 1) is U^(1/a): a closed form that takes a generator, unlike torch.distributions.Beta.
         uniform = torch.rand(batch, generator=generator, device=device, dtype=torch.float32)

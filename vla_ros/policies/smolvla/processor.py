@@ -15,7 +15,6 @@ from torch import Tensor
 
 from vla_ros.core.errors import ConfigError, PolicyError
 from vla_ros.core.features import ACTION, STATE, TASK, PolicyObservation, image_key, image_mask_key
-from vla_ros.core.images import resize_with_pad
 from vla_ros.policies.smolvla.config import SmolVLAConfig
 
 NORMALIZATION_EPS = 1e-8  # LeRobot's normalizer default
@@ -108,15 +107,14 @@ class SmolVLAProcessor:
     def preprocess(self, observations: Sequence[PolicyObservation]) -> dict:
         """Model inputs for a batch of observations: images, image_masks, lang_tokens, lang_masks, state.
 
-        Images arrive (H, W, 3) uint8 (resized with padding to the config's size here if the adapter did not)
-        and leave as (B, 3, H, W) float32 in [-1, 1], one tensor per camera in config order.
+        Images arrive (H, W, 3) uint8 and leave as (B, 3, H, W) float32 in [-1, 1], one tensor per camera in
+        config order. The adapter already resized them with padding; an image of another size is resized here
+        as LeRobot does it (see `_scaled_image`).
         """
         if not observations:
             raise PolicyError("no observations to preprocess")
         images, image_masks = [], []
-        size = self.config.image_size
-        for key in self.config.image_features:
-            camera = key[len("observation.images."):]
+        for camera in self.config.camera_keys:
             pixels, masks = [], []
             for observation in observations:
                 image = observation.get(image_key(camera))
@@ -128,12 +126,9 @@ class SmolVLAProcessor:
                 if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                     raise PolicyError(f"'{image_key(camera)}': expected (H, W, 3) uint8, got {image.shape} "
                                       f"{image.dtype}")
-                if size is not None and image.shape[:2] != size:
-                    image = resize_with_pad(image, size)
-                pixels.append(torch.from_numpy(np.ascontiguousarray(image)))
+                pixels.append(self._scaled_image(image))
                 masks.append(bool(observation.get(image_mask_key(camera), True)))
-            batch = torch.stack(pixels).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-            images.append(batch * 2.0 - 1.0)
+            images.append(torch.stack(pixels) * 2.0 - 1.0)
             image_masks.append(torch.tensor(masks, dtype=torch.bool))
         tasks = []
         for observation in observations:
@@ -145,6 +140,24 @@ class SmolVLAProcessor:
         state = self.normalize_state(np.stack([np.asarray(o[STATE], dtype=np.float32) for o in observations]))
         return {"images": images, "image_masks": image_masks, "lang_tokens": lang_tokens, "lang_masks": lang_masks,
                 "state": state}
+
+
+    def _scaled_image(self, image: np.ndarray) -> Tensor:
+        """(3, H, W) float32 in [0, 1] at the config's size.
+
+        Resizing follows LeRobot's SmolVLA exactly: bilinear, aspect ratio kept, black padding on the top and
+        left only (vla_ros's adapter pads both sides evenly instead).
+        """
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(torch.float32) / 255.0
+        size = self.config.image_size
+        if size is None or tuple(pixels.shape[1:]) == size:
+            return pixels
+        height, width = pixels.shape[1:]
+        ratio = max(width / size[1], height / size[0])
+        resized_height, resized_width = int(height / ratio), int(width / ratio)
+        resized = torch.nn.functional.interpolate(pixels[None], size=(resized_height, resized_width),
+                                                  mode="bilinear", align_corners=False)[0]
+        return torch.nn.functional.pad(resized, (size[1] - resized_width, 0, size[0] - resized_height, 0), value=0.0)
 
 
 def _pad_last(values: Tensor, width: int) -> Tensor:
