@@ -135,8 +135,8 @@ def collect(data: DataRecipe, model: ModelRecipe, out_dir: Path, *, workers: int
     """All episodes of the recipe, as .npz shards in `out_dir` (existing shards are kept: collection resumes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
-    for robot in data.robots:
-        for task, count in data.tasks:
+    for task, count in data.tasks:  # task-major: the first task (touch) is complete soonest
+        for robot in data.robots:
             for shard in range(shards_per_task):
                 path = out_dir / f"{robot}_{task}_{shard}.npz"
                 if not path.exists():

@@ -21,7 +21,7 @@ VOCABULARY = (  # every word of every instruction the model is trained on, plus 
 @dataclass(frozen=True)
 class DataRecipe:
     robots: tuple[str, ...] = ("so101", "panda")
-    tasks: tuple[tuple[str, int], ...] = (("touch", 200), ("pick", 50))  # (task family, episodes per robot)
+    tasks: tuple[tuple[str, int], ...] = (("touch", 200), ("pick", 40))  # (task family, episodes per robot)
     colors: tuple[str, ...] = COLORS
     seed: int = 1_000  # episode i of a (robot, task) uses seed + 10_000 * robot + 1_000 * task + i; demos use 0..999
     record_every_ticks: int = 2  # one training sample every N control ticks
@@ -54,7 +54,7 @@ class ModelRecipe:
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    steps: int = 6_000
+    steps: int = 5_000
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200

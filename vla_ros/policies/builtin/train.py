@@ -1,0 +1,222 @@
+"""Train the built-in VLA from scratch: `python -m vla_ros.policies.builtin.train --data builtin_data`.
+
+Reads the recipe (recipe.py), records episodes if the data folder is empty (collect.py), trains a tiny SmolVLA
+with flow matching on CPU, and writes a LeRobot-layout checkpoint with per-robot normalization statistics plus a
+training log (loss curve, wall time, recipe) beside the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.core.features import STATE, TASK, image_key, image_mask_key
+from vla_ros.policies.builtin.collect import collect, load_shards
+from vla_ros.policies.builtin.recipe import CAMERA_KEYS, VOCABULARY, ModelRecipe, Recipe
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
+MAX_SHIFT_PX = 4  # random image translation: the few hundred episodes would otherwise be memorised pixel by pixel
+EPS = 1e-6
+
+
+def normalization_stats(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """LeRobot normalizer keys (mean/std) over the samples in `mask`; padded dimensions get std 1."""
+    stats = {}
+    for key, values in (("observation.state", data["state"][mask]), ("action", data["action"][mask])):
+        flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+        std = flat.std(axis=0)
+        stats[f"{key}.mean"] = flat.mean(axis=0).astype(np.float32)
+        stats[f"{key}.std"] = np.where(std < EPS, 1.0, std).astype(np.float32)
+    return stats
+
+
+class Batches:
+    """Random training batches, balanced over (robot, task) groups, as lists of policy observations + actions."""
+
+    def __init__(self, data: dict[str, np.ndarray], seed: int):
+        self.data = data
+        self.rng = np.random.default_rng(seed)
+        task = np.array([text.split(" ")[0] for text in data["instruction"]])
+        keys = np.char.add(np.char.add(data["robot"].astype(str), "/"), task)
+        self.groups = [np.flatnonzero(keys == key) for key in sorted(set(keys))]
+
+    def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray, list[str]]:
+        groups = self.rng.integers(len(self.groups), size=batch_size)
+        indices = np.array([self.rng.choice(self.groups[g]) for g in groups])
+        observations = []
+        for i in indices:
+            observation = {STATE: self.data["state"][i], TASK: str(self.data["instruction"][i])}
+            for key in CAMERA_KEYS:
+                observation[image_key(key)] = self._shifted(self.data[f"image_{key}"][i])
+                observation[image_mask_key(key)] = True
+            observations.append(observation)
+        return observations, self.data["action"][indices], [str(r) for r in self.data["robot"][indices]]
+
+    def _shifted(self, image: np.ndarray) -> np.ndarray:
+        dy, dx = self.rng.integers(-MAX_SHIFT_PX, MAX_SHIFT_PX + 1, size=2)
+        padded = np.pad(image, ((MAX_SHIFT_PX,) * 2, (MAX_SHIFT_PX,) * 2, (0, 0)), mode="edge")
+        h, w = image.shape[:2]
+        return padded[MAX_SHIFT_PX + dy: MAX_SHIFT_PX + dy + h, MAX_SHIFT_PX + dx: MAX_SHIFT_PX + dx + w]
+
+
+def learning_rate(step: int, recipe) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < recipe.warmup_steps:
+        return recipe.learning_rate * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def build_config(model: ModelRecipe):
+    """The SmolVLA config of the built-in model: every part trains (there is no pretrained backbone to keep)."""
+    from vla_ros.core.features import ACTION
+    from vla_ros.policies.smolvla.config import Feature, SmolVLAConfig
+
+    image = Feature("VISUAL", (3, model.image_size, model.image_size))
+    return SmolVLAConfig(
+        input_features={"observation.state": Feature("STATE", (model.state_dim,)),
+                        **{image_key(key): image for key in CAMERA_KEYS}},
+        output_features={ACTION: Feature("ACTION", (model.action_dim,))},
+        chunk_size=model.chunk_size,
+        n_action_steps=model.chunk_size // 2,
+        max_state_dim=model.max_state_dim,
+        max_action_dim=model.max_action_dim,
+        resize_imgs_with_padding=(model.image_size, model.image_size),
+        tokenizer_max_length=model.tokenizer_max_length,
+        num_steps=model.num_flow_steps,
+        freeze_vision_encoder=False,
+        train_expert_only=False,
+        num_vlm_layers=model.text_layers,
+        expert_width_multiplier=model.expert_width_multiplier,
+        vlm_model_name="vlm",
+    )
+
+
+def build_model(model: ModelRecipe, tokenizer_dir: Path):
+    """(config, network, tokenizer) of a freshly initialised built-in model."""
+    from vla_ros.policies.smolvla.modeling import SmolVLAModel
+    from vla_ros.policies.smolvla.tiny import build_word_tokenizer, tiny_vlm_config
+
+    tokenizer = build_word_tokenizer(VOCABULARY, tokenizer_dir, model_max_length=model.tokenizer_max_length)
+    vlm_config = tiny_vlm_config(
+        image_size=model.image_size, patch_size=model.patch_size, vision_hidden=model.vision_hidden,
+        vision_layers=model.vision_layers, vision_heads=model.vision_heads, text_hidden=model.text_hidden,
+        text_layers=model.text_layers, heads=model.text_heads, kv_heads=model.text_kv_heads,
+        vocab_size=len(tokenizer),
+    )
+    config = build_config(model)
+    return config, SmolVLAModel(config, vlm_config), tokenizer
+
+
+def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, threads: int | None = None,
+          eval_every: int = 0) -> dict:
+    import torch
+
+    from vla_ros.policies.smolvla.checkpoint import save_checkpoint
+    from vla_ros.policies.smolvla.processor import SmolVLAProcessor
+
+    started = time.perf_counter()
+    if not any(data_dir.glob("*.npz")):
+        print(f"no episodes in {data_dir}: recording them (about 15 minutes on 2 cores)", file=sys.stderr)
+        collect(recipe.data, recipe.model, data_dir, workers=workers)
+    collect_s = time.perf_counter() - started
+    data = load_shards(data_dir)
+    robots = sorted(set(data["robot"].tolist()))
+    robot_stats = {robot: normalization_stats(data, data["robot"] == robot) for robot in robots}
+    all_stats = normalization_stats(data, np.ones(len(data["state"]), dtype=bool))
+
+    torch.manual_seed(recipe.train.seed)
+    torch.set_num_threads(threads or recipe.train.threads)
+    tokenizer_dir = out_dir / "vlm"
+    config, model, tokenizer = build_model(recipe.model, tokenizer_dir)
+    processors = {robot: SmolVLAProcessor(config, stats, tokenizer, tokenizer_dir=tokenizer_dir)
+                  for robot, stats in robot_stats.items()}
+    default_processor = SmolVLAProcessor(config, all_stats, tokenizer, tokenizer_dir=tokenizer_dir)
+    model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
+    batches = {robot: Batches({k: v[data["robot"] == robot] for k, v in data.items()}, seed=recipe.train.seed + i)
+               for i, robot in enumerate(robots)}
+    action_dim = recipe.model.action_dim
+    log = {"recipe": recipe.to_dict(), "samples": {r: int((data["robot"] == r).sum()) for r in robots},
+           "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__, "loss": []}
+    print(f"training {log['parameters'] / 1e6:.2f}M parameters on {log['samples']} samples", file=sys.stderr)
+    train_started = time.perf_counter()
+    running = 0.0
+    for step in range(recipe.train.steps):
+        robot = robots[step % len(robots)]  # one robot per batch: its own normalization, alternating robots
+        observations, actions, _ = batches[robot].sample(recipe.train.batch_size)
+        inputs = processors[robot].preprocess(observations)
+        targets = processors[robot].normalize_actions(actions)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, recipe.train)
+        losses = model.flow_matching_loss(**inputs, actions=targets)
+        loss = losses[:, :, :action_dim].mean()  # padded action dimensions carry no signal
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, recipe.train.grad_clip)
+        optimizer.step()
+        running += loss.item()
+        if (step + 1) % 50 == 0:
+            elapsed = time.perf_counter() - train_started
+            log["loss"].append({"step": step + 1, "loss": running / 50, "seconds": round(elapsed, 1)})
+            print(f"step {step + 1}/{recipe.train.steps}  loss {running / 50:.4f}  {elapsed / (step + 1):.2f} s/step",
+                  file=sys.stderr, flush=True)
+            running = 0.0
+        if eval_every and (step + 1) % eval_every == 0 and step + 1 < recipe.train.steps:
+            model.eval()
+            save_checkpoint(out_dir.with_name(f"{out_dir.name}_step{step + 1}"), config, model, default_processor,
+                            robot_stats=robot_stats)
+            model.train()
+    model.eval()
+    log["train_seconds"] = round(time.perf_counter() - train_started, 1)
+    log["collect_seconds"] = round(collect_s, 1)
+    save_checkpoint(out_dir, config, model, default_processor, robot_stats=robot_stats)
+    (out_dir / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+    _plot_loss(log, out_dir / "training_loss.png")
+    return log
+
+
+def _plot_loss(log: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6, 3))
+    axis.plot([p["step"] for p in log["loss"]], [p["loss"] for p in log["loss"]])
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("flow-matching loss")
+    axis.set_title(f"built-in VLA, {log['parameters'] / 1e6:.2f}M parameters, {log['train_seconds'] / 60:.0f} min")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the built-in VLA from scratch (recipe.py).")
+    parser.add_argument("--data", type=Path, default=Path("builtin_data"), help="episode shards (recorded if empty)")
+    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint directory to write")
+    parser.add_argument("--steps", type=int, help="override the recipe's step count (for quick trials)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's)")
+    parser.add_argument("--eval-every", type=int, default=0, help="also write <out>_step<N> checkpoints")
+    args = parser.parse_args(argv)
+    recipe = Recipe()
+    if args.steps:
+        from dataclasses import replace
+
+        recipe = replace(recipe, train=replace(recipe.train, steps=args.steps))
+    log = train(recipe, args.data, args.out, threads=args.threads, eval_every=args.eval_every)
+    print(f"wrote {args.out} after {log['train_seconds'] / 60:.1f} min of training", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
