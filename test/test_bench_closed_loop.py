@@ -65,7 +65,7 @@ class DisagreeingExpert:
         self._sign = 1.0
         self.prefixes = []
 
-    def reset(self):
+    def reset(self, *, seed=None):
         self._expert.reset()
         self._sign = 1.0
 

@@ -60,7 +60,7 @@ class SmoothPolicy(Policy):
         self.max_active = 0
         self._lock = threading.Lock()
 
-    def reset(self) -> None:
+    def reset(self, *, seed: int | None = None) -> None:
         pass
 
     def predict_chunk(self, observation, prefix=None) -> np.ndarray:

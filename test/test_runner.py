@@ -27,7 +27,7 @@ class FailingFirst:
         self._policy, self._failures = policy, failures
         self.metadata = policy.metadata
 
-    def reset(self):
+    def reset(self, *, seed=None):
         self._policy.reset()
 
     def predict_chunk(self, observation, prefix=None):
@@ -45,7 +45,7 @@ class PrefixRecorder:
         self.metadata = replace(policy.metadata, supports_prefix=True)
         self.calls = []  # (prefix, returned actions)
 
-    def reset(self):
+    def reset(self, *, seed=None):
         self._policy.reset()
 
     def predict_chunk(self, observation, prefix=None):

@@ -144,7 +144,7 @@ def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipel
                 record_video: bool = False) -> EpisodeLog:
     """Run one episode of `task` in `world` (reset with `seed`) until success or the task's time limit."""
     world.reset(task, seed=seed)
-    policy.reset()
+    policy.reset(seed=seed)  # a stochastic policy samples the same noise for the same episode
     pipeline.reset(world.joint_positions())
     log = EpisodeLog(seed=seed, instruction=task.instruction)
     period = pipeline.embodiment.control_period_s

@@ -48,8 +48,8 @@ class Policy(ABC):
     metadata: PolicyMetadata
 
     @abstractmethod
-    def reset(self) -> None:
-        """Forget per-episode state (call at the start of every episode)."""
+    def reset(self, *, seed: int | None = None) -> None:
+        """Forget per-episode state (call at the start of every episode); with `seed`, sampling is reproducible."""
 
     @abstractmethod
     def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:

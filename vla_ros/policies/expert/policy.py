@@ -40,7 +40,7 @@ class ExpertPolicy(Policy):
         self._expert: ScriptedExpert | None = None
         self._instruction: str | None = None
 
-    def reset(self) -> None:
+    def reset(self, *, seed: int | None = None) -> None:  # deterministic: nothing to seed
         self._expert, self._instruction = None, None
 
     def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:

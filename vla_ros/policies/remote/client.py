@@ -95,7 +95,7 @@ class RemotePolicy(Policy):
 
     # -- Policy ----------------------------------------------------------------------------------------------------
 
-    def reset(self) -> None:
+    def reset(self, *, seed: int | None = None) -> None:
         """Nothing to do here: openpi's protocol carries no reset, and the server's policy is per request."""
 
     def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
