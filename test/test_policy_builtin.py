@@ -1,0 +1,94 @@
+"""The built-in VLA: the shipped checkpoint loads offline on both arms, matches its recipe, and the recipe's
+collect -> train -> checkpoint path works end to end (on a tiny recipe)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the built-in VLA needs torch")
+pytest.importorskip("transformers", reason="the built-in VLA needs transformers")
+
+from vla_ros.core.adapter import EmbodimentAdapter  # noqa: E402
+from vla_ros.core.embodiment import load_embodiment  # noqa: E402
+from vla_ros.policies.builtin.collect import collect, load_shards  # noqa: E402
+from vla_ros.policies.builtin.recipe import DataRecipe, ModelRecipe, Recipe, TrainRecipe  # noqa: E402
+from vla_ros.policies.builtin.train import build_config, normalization_stats, train  # noqa: E402
+from vla_ros.policies.checks import check_policy  # noqa: E402
+from vla_ros.policies.factory import BUILTIN_CHECKPOINT, PolicyOptions, make_policy  # noqa: E402
+
+MAX_CHECKPOINT_BYTES = 20 * 1024 * 1024
+OPTIONS = PolicyOptions(device="cpu", dtype="float32", warmup=False)
+TINY = Recipe(
+    data=DataRecipe(robots=("so101", "panda"), tasks=(("touch", 1),), record_every_ticks=6),
+    model=ModelRecipe(image_size=32, vision_hidden=16, vision_layers=1, text_hidden=32, text_layers=2, chunk_size=6),
+    train=TrainRecipe(steps=4, batch_size=4, warmup_steps=2),
+)
+
+
+@pytest.mark.parametrize("robot", ["so101", "panda"])
+def test_shipped_checkpoint_drives_both_arms(robot):
+    embodiment = load_embodiment(robot)
+    policy = make_policy("builtin", embodiment=embodiment, options=OPTIONS)
+    check_policy(policy, embodiment)
+    assert policy.metadata.name == "builtin" and policy.metadata.learned
+    assert policy.metadata.features.action_dt_s == embodiment.control_period_s  # chunks on the robot's own clock
+
+
+def test_shipped_checkpoint_uses_each_robots_statistics():
+    """The same policy-unit observation means different things to the two arms: the outputs must differ."""
+    so101 = make_policy("builtin", embodiment=load_embodiment("so101"), options=OPTIONS)
+    panda = make_policy("builtin", embodiment=load_embodiment("panda"), options=OPTIONS)
+    embodiment = load_embodiment("so101")
+    adapter = EmbodimentAdapter(embodiment, so101.metadata.features)
+    batch, _ = adapter.to_policy_observation(embodiment.example_observation(instruction="touch the red cube"))
+    chunks = []
+    for policy in (so101, panda):
+        policy.reset(seed=0)
+        chunks.append(policy.predict_chunk(batch))
+    assert not np.allclose(chunks[0], chunks[1], atol=1e-3)
+    so101.reset(seed=0)
+    np.testing.assert_allclose(so101.predict_chunk(batch), chunks[0], atol=1e-5)  # same robot, same noise: same
+
+
+def test_shipped_checkpoint_is_small_and_made_by_the_recipe_in_the_repository():
+    size = sum(path.stat().st_size for path in BUILTIN_CHECKPOINT.rglob("*") if path.is_file())
+    assert size <= MAX_CHECKPOINT_BYTES, f"built-in checkpoint is {size / 2**20:.1f} MB"
+    log = json.loads((BUILTIN_CHECKPOINT / "training_log.json").read_text())
+    assert log["recipe"] == json.loads(json.dumps(Recipe().to_dict()))  # weights and recipe.py agree
+    shipped = json.loads((BUILTIN_CHECKPOINT / "config.json").read_text())
+    expected = build_config(Recipe().model).to_dict()
+    for key in ("chunk_size", "max_state_dim", "max_action_dim", "resize_imgs_with_padding", "num_vlm_layers",
+                "input_features", "output_features", "num_steps"):
+        assert shipped[key] == json.loads(json.dumps(expected[key])), key
+
+
+def test_recipe_collects_trains_and_writes_a_loadable_checkpoint(tmp_path):
+    data_dir, out_dir = tmp_path / "data", tmp_path / "checkpoint"
+    summaries = collect(TINY.data, TINY.model, data_dir, workers=1, shards_per_task=1)
+    assert {s["robot"] for s in summaries} == {"so101", "panda"} and all(s["samples"] > 0 for s in summaries)
+    data = load_shards(data_dir)
+    assert data["action"].shape[1:] == (TINY.model.chunk_size, TINY.model.action_dim)
+    assert data["image_front"].shape[1:] == (32, 32, 3) and set(data["robot"]) == {"so101", "panda"}
+
+    log = train(TINY, data_dir, out_dir, threads=1)
+    assert len(log["loss"]) == 0 or np.isfinite(log["loss"][-1]["loss"])
+    for robot in ("so101", "panda"):
+        assert (out_dir / "norm_stats" / f"{robot}.safetensors").is_file()
+        embodiment = load_embodiment(robot)
+        check_policy(make_policy(str(out_dir), embodiment=embodiment, options=OPTIONS), embodiment)
+
+
+def test_normalization_stats_leave_padding_alone():
+    data = {"state": np.array([[1.0, 0.0], [3.0, 0.0]]), "action": np.array([[[1.0, 0.0]], [[3.0, 0.0]]])}
+    stats = normalization_stats(data, np.array([True, True]))
+    np.testing.assert_allclose(stats["observation.state.mean"], [2.0, 0.0])
+    np.testing.assert_allclose(stats["observation.state.std"], [1.0, 1.0])  # the zero pad gets std 1, not 0
+
+
+def test_recipe_steps_can_be_overridden_without_touching_the_rest():
+    quick = replace(Recipe(), train=replace(Recipe().train, steps=10))
+    assert quick.train.steps == 10 and quick.model == Recipe().model
