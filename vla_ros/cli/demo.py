@@ -28,7 +28,7 @@ import numpy as np
 
 from vla_ros.bench.stats import summarize_ms
 from vla_ros.core.embodiment import available_robots, load_embodiment
-from vla_ros.core.errors import ConfigError
+from vla_ros.core.errors import ConfigError, PolicyError
 from vla_ros.core.features import RobotObservation
 from vla_ros.core.pipeline import ActionPipeline, ChunkRequest, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
@@ -114,6 +114,7 @@ class EpisodeLog:
     latency_ms: list[float] = field(default_factory=list)  # latency charged to each chunk (simulated)
     overhead_ms: list[float] = field(default_factory=list)  # pipeline time of each tick, inference excluded
     interventions: Counter[str] = field(default_factory=Counter)
+    policy_errors: Counter[str] = field(default_factory=Counter)  # message -> times predict_chunk raised it
     frames: list[np.ndarray] = field(default_factory=list)
 
     @property
@@ -165,13 +166,19 @@ def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipel
             t0 = time.perf_counter()
             batch, request = pipeline.prepare(observation, now=control_now)
             t1 = time.perf_counter()
-            actions = policy.predict_chunk(batch, request.prefix)
+            try:
+                actions = policy.predict_chunk(batch, request.prefix)
+            except PolicyError as exc:  # e.g. a policy server that went away: hold, count, ask again next tick
+                pipeline.chunk_failed()
+                log.policy_errors[str(exc)] += 1
+                actions = None
             inference_s = time.perf_counter() - t1
             overhead += t1 - t0
-            latency_s = (inference_s if settings.measure_latency else 0.0) + settings.added_latency_s
-            log.policy_ms.append(inference_s * 1e3)
-            log.latency_ms.append(latency_s * 1e3)
-            in_flight = _ChunkInFlight(actions, request, ready_at=now + latency_s)
+            if actions is not None:
+                latency_s = (inference_s if settings.measure_latency else 0.0) + settings.added_latency_s
+                log.policy_ms.append(inference_s * 1e3)
+                log.latency_ms.append(latency_s * 1e3)
+                in_flight = _ChunkInFlight(actions, request, ready_at=now + latency_s)
         if in_flight is not None and now >= in_flight.ready_at - 1e-9:
             t0 = time.perf_counter()
             receipt = pipeline.accept_chunk(in_flight.actions, in_flight.request, now=control_now)
@@ -245,12 +252,15 @@ def run(args: argparse.Namespace) -> dict:
     progress.close()
 
     interventions = sum((e.interventions for e in episodes), Counter())
+    policy_errors = sum((e.policy_errors for e in episodes), Counter())
     results = {
         "robot": embodiment.robot,
         "task": args.task,
         "policy": policy.metadata.name,
         "policy_is_learned": policy.metadata.learned,
         "policy_description": policy.metadata.description,
+        "policy_device": policy.metadata.device,
+        "policy_load_time_s": round(policy.metadata.load_time_s, 3),
         "merge": args.merge,
         "merge_used": pipeline.merge.value,
         "inference": settings.inference.value,
@@ -263,6 +273,7 @@ def run(args: argparse.Namespace) -> dict:
         "pipeline_overhead_ms": summarize_ms([ms for e in episodes for ms in e.overhead_ms]),
         "stall_time_s": round(sum(e.stall_ticks for e in episodes) * period, 3),
         "safety_interventions": dict(sorted(interventions.items())),
+        "policy_errors": dict(policy_errors),  # the arm held while these lasted
     }
     args.out.mkdir(parents=True, exist_ok=True)
     frames = [frame for e in episodes for frame in e.frames]
@@ -287,6 +298,8 @@ def main(args: argparse.Namespace) -> int:
         f"pipeline overhead   mean {overhead['mean']:.3f} ms  p99 {overhead['p99']:.3f} ms  (per step, no inference)\n"
         f"stall time {results['stall_time_s']:.2f} s   safety interventions {results['safety_interventions']}"
     )
+    for message, count in results["policy_errors"].items():
+        print(f"policy failed {count}x (the arm held meanwhile): {message}")
     for key in ("video", "plot"):
         if key in results:
             print(f"{key}: {results[key]}")
