@@ -89,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="artificial inference latency added to every chunk (simulated ms)")
     parser.add_argument("--no-measured-latency", action="store_true",
                         help="do not charge predict_chunk's wall time as latency (only the artificial latency)")
+    parser.add_argument("--refill-threshold", type=int, default=-1, metavar="STEPS",
+                        help="ask for a new chunk when this many steps remain (-1: half a chunk)")
     parser.add_argument("--json", type=Path, help="write machine-readable results here")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for the video and plot")
     parser.add_argument("--video-episodes", type=int, default=2, help="episodes to include in the video (0: none)")
@@ -232,7 +234,9 @@ def run(args: argparse.Namespace) -> dict:
     world = make_world(embodiment, colors)
     policy = make_policy(args.policy, embodiment=embodiment, world=world)
     pipeline = ActionPipeline(
-        embodiment, policy.metadata.features, PipelineConfig(merge=MergeStrategy(args.merge), dry_run=args.dry_run),
+        embodiment, policy.metadata.features,
+        PipelineConfig(merge=MergeStrategy(args.merge), dry_run=args.dry_run,
+                       refill_threshold_steps=None if args.refill_threshold < 0 else args.refill_threshold),
         supports_prefix=policy.metadata.supports_prefix,
     )
     period = embodiment.control_period_s
@@ -263,6 +267,7 @@ def run(args: argparse.Namespace) -> dict:
         "policy_load_time_s": round(policy.metadata.load_time_s, 3),
         "merge": args.merge,
         "merge_used": pipeline.merge.value,
+        "refill_threshold_steps": pipeline.scheduler.config.refill_threshold_steps,
         "inference": settings.inference.value,
         "latency_model": settings.describe(),
         "dry_run": args.dry_run,
