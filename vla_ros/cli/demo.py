@@ -33,7 +33,7 @@ from vla_ros.core.features import RobotObservation
 from vla_ros.core.pipeline import ActionPipeline, ChunkRequest, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy
-from vla_ros.policies.factory import DEFAULT_POLICY, make_policy
+from vla_ros.policies.factory import DEFAULT_POLICY, PolicyOptions, make_policy
 
 TASK_TEMPLATES = {"touch": "touch the {color} cube", "pick": "pick up the {color} cube"}
 VIDEO_FRAME_SIZE = (240, 320)  # (H, W) of each camera in the video
@@ -89,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="artificial inference latency added to every chunk (simulated ms)")
     parser.add_argument("--no-measured-latency", action="store_true",
                         help="do not charge predict_chunk's wall time as latency (only the artificial latency)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    parser.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (default)")
     parser.add_argument("--refill-threshold", type=int, default=-1, metavar="STEPS",
                         help="ask for a new chunk when this many steps remain (-1: half a chunk)")
     parser.add_argument("--json", type=Path, help="write machine-readable results here")
@@ -232,7 +234,8 @@ def run(args: argparse.Namespace) -> dict:
                             measure_latency=not args.no_measured_latency)
     colors = parse_colors(args.colors)
     world = make_world(embodiment, colors)
-    policy = make_policy(args.policy, embodiment=embodiment, world=world)
+    policy = make_policy(args.policy, embodiment=embodiment, world=world,
+                         options=PolicyOptions(device=args.device, dtype=args.dtype))
     pipeline = ActionPipeline(
         embodiment, policy.metadata.features,
         PipelineConfig(merge=MergeStrategy(args.merge), dry_run=args.dry_run,

@@ -36,7 +36,7 @@ from vla_ros.core.pipeline import Command, PipelineConfig
 from vla_ros.core.runner import PolicyRunner
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.msg import ActionChunk, PolicyStatus
-from vla_ros.policies.factory import DEFAULT_POLICY, make_policy
+from vla_ros.policies.factory import DEFAULT_POLICY, PolicyOptions, make_policy
 from vla_ros.ros.convert import (
     image_from_compressed_msg,
     image_from_msg,
@@ -55,7 +55,9 @@ PARAMETERS = {
     "policy": (DEFAULT_POLICY, "policy spec: a checkpoint directory, ws://host:port, builtin, or expert (sim only)"),
     "instruction": ("", "language instruction to follow from activation on"),
     "dry_run": (False, "compute commands but publish them only to ~/preview"),
-    "merge": (MergeStrategy.BLEND.value, "how a new chunk joins the queued one: replace, blend or ensemble"),
+    "merge": (MergeStrategy.BLEND.value, "how a new chunk joins the queued one: replace, blend, ensemble or rtc"),
+    "device": ("auto", "where a learned policy runs: auto, cpu, cuda, cuda:N or mps"),
+    "dtype": ("auto", "model precision: auto (bfloat16 on capable GPUs, float32 on CPU), float32, bfloat16, float16"),
     "refill_threshold_steps": (-1, "ask for a new chunk when this many steps remain; -1: half a chunk"),
     "status_rate_hz": (2.0, "rate of ~/status and /diagnostics"),
     "success_topic": ("", "std_msgs/Bool topic saying the task succeeded (sim: /mujoco_robot/task_success); "
@@ -88,7 +90,8 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.embodiment = load_embodiment(self._param("robot"))
-            policy = make_policy(self._param("policy"), embodiment=self.embodiment, world=self._world)
+            options = PolicyOptions(device=self._param("device"), dtype=self._param("dtype"))
+            policy = make_policy(self._param("policy"), embodiment=self.embodiment, world=self._world, options=options)
             threshold = self._param("refill_threshold_steps")
             config = PipelineConfig(merge=MergeStrategy(self._param("merge")), dry_run=self._param("dry_run"),
                                     refill_threshold_steps=None if threshold < 0 else threshold)
