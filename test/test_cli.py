@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from vla_ros.cli.main import main
+from vla_ros.core.errors import PolicyError
 
 
 @pytest.mark.parametrize(("robot", "task"), [("so101", "touch"), ("panda", "pick")])
@@ -73,3 +75,37 @@ def test_demo_sync_inference_waits_for_each_chunk_and_async_does_not(tmp_path):
     # first one only (the queue, half a 1 s chunk, outlasts the latency).
     assert 6 * sync_chunks * period - 1e-6 <= results["sync"]["stall_time_s"] <= 7 * sync_chunks * period + 1e-6
     assert 6 * period - 1e-6 <= results["async"]["stall_time_s"] <= 7 * period + 1e-6
+
+
+class _FlakyPolicy:
+    """The expert, except that its first `failures` chunks raise PolicyError (a server that is not up yet)."""
+
+    def __init__(self, expert, failures: int):
+        self.metadata, self._expert, self.failures = expert.metadata, expert, failures
+
+    def reset(self, *, seed=None):
+        self._expert.reset()
+
+    def predict_chunk(self, observation, prefix=None):
+        if self.failures > 0:
+            self.failures -= 1
+            raise PolicyError("policy server ws://127.0.0.1:9 unreachable; the arm holds")
+        return self._expert.predict_chunk(observation)
+
+
+def test_demo_loop_holds_while_the_policy_fails_and_recovers():
+    from vla_ros.cli.demo import LoopSettings, make_world, run_episode
+    from vla_ros.core.embodiment import load_embodiment
+    from vla_ros.core.pipeline import ActionPipeline
+    from vla_ros.policies.factory import make_policy
+    from vla_ros.sim.tasks import parse_instruction
+
+    embodiment = load_embodiment("so101")
+    world = make_world(embodiment, ("red", "green", "blue"))
+    policy = _FlakyPolicy(make_policy("expert", embodiment=embodiment, world=world), failures=5)
+    pipeline = ActionPipeline(embodiment, policy.metadata.features)
+    log = run_episode(world, parse_instruction("touch the red cube"), seed=3, policy=policy, pipeline=pipeline,
+                      settings=LoopSettings(measure_latency=False))
+    assert sum(log.policy_errors.values()) == 5 and log.success
+    held = np.array(log.commanded[:5])
+    np.testing.assert_allclose(held, np.broadcast_to(held[0], held.shape), atol=1e-9)  # no chunk yet: no motion
