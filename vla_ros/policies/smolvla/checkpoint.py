@@ -15,6 +15,7 @@ weights themselves are all in model.safetensors. `resolve_vlm_dir` finds that co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -198,11 +199,21 @@ def load_checkpoint(directory: str | os.PathLike, *, device="cpu", dtype=None) -
     special_tokens = None
     if config.add_image_special_tokens:
         special_tokens = (tokenizer.fake_image_token_id, tokenizer.global_image_token_id)
-    model = SmolVLAModel(config, vlm_config, image_special_tokens=special_tokens)
+    with _skipped_initialization():
+        model = SmolVLAModel(config, vlm_config, image_special_tokens=special_tokens)
     load_weights(model, weights, source=str(weights_path))
     model.to(device=device, dtype=dtype if dtype is not None else torch.float32)
     model.eval()
     return SmolVLACheckpoint(config, model, processor, directory, vlm_dir)
+
+
+def _skipped_initialization():
+    """Skip random initialization of weights that the checkpoint overwrites (seconds for the full-size model)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x: initialize, only slower
+        return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def load_weights(model, weights: Mapping, *, source: str) -> None:
