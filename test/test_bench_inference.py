@@ -36,7 +36,7 @@ def test_tiny_run_writes_json_and_plot(tmp_path, capsys):
         assert 0 < timing["p50"] <= timing["p90"] <= timing["max"]
         assert model["load_time_s"] > 0 and model["parameters"] > 0
         assert model["chunk_size"] == 50 and model["cameras"] == len(MODELS[model["model"]].camera_keys)
-        assert model["actions_per_s_at_p50"] == pytest.approx(50 / (timing["p50"] / 1e3), rel=1e-2)
+        assert model["actions_per_s_at_p50"] == pytest.approx(50 / (timing["p50"] / 1e3), rel=1e-3, abs=0.006)
     assert (tmp_path / "inference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -122,6 +122,9 @@ def test_bfloat16_runs_and_is_reported(checkpoint, so101):
     policy = make_policy(str(checkpoint), embodiment=so101, options=PolicyOptions(dtype="bfloat16", warmup=False))
     assert policy.metadata.dtype == "bfloat16"
     check_policy(policy, so101)
+    policy.close()
+    with pytest.raises(PolicyError, match="closed"):
+        check_policy(policy, so101)
 
 
 def test_robot_whose_cameras_feed_none_of_the_model_inputs_is_refused(checkpoint, so101):

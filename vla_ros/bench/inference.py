@@ -62,7 +62,61 @@ def _build_pi0(tiny: bool, robot: EmbodimentConfig, device, dtype) -> tuple[Poli
     return policy, sum(p.numel() for p in model.parameters())
 
 
+# SmolVLM2-500M-Video-Instruct, the backbone LeRobot's SmolVLA loads by name: SigLIP-B/16 at 512x512, pixel
+# shuffle by 4 (64 tokens per image), a SmolLM2-360M text model of which SmolVLA keeps the first 16 layers.
+SMOLVLM2_500M = {"image_size": 512, "patch_size": 16, "vision_hidden": 768, "vision_layers": 12, "vision_heads": 12,
+                 "vision_intermediate": 3072, "text_hidden": 960, "text_layers": 32, "heads": 15, "kv_heads": 5,
+                 "text_intermediate": 2560, "vocab_size": 49280, "scale_factor": 4, "max_position_embeddings": 8192}
+
+
+def _build_smolvla(tiny: bool, robot: EmbodimentConfig, device, dtype) -> tuple[Policy, int]:
+    import tempfile
+
+    import torch
+    from transformers.initialization import no_init_weights
+
+    from vla_ros.policies.smolvla.checkpoint import SmolVLACheckpoint
+    from vla_ros.policies.smolvla.modeling import SmolVLAModel
+    from vla_ros.policies.smolvla.policy import SmolVLAPolicy
+    from vla_ros.policies.smolvla.processor import SmolVLAProcessor
+    from vla_ros.policies.smolvla.tiny import build_word_tokenizer, tiny_smolvla_config, tiny_vlm_config
+
+    started = time.perf_counter()
+    n_joints = len(robot.joints)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = build_word_tokenizer(INSTRUCTION.split(), folder)
+    sizes = {"vocab_size": len(tokenizer), "text_layers": 2} if tiny else SMOLVLM2_500M
+    vlm_config = tiny_vlm_config(**sizes)
+    # LeRobot's SmolVLA defaults but for the features: 16 VLM layers, expert at 0.75 width, 48 tokens.
+    config = tiny_smolvla_config(state_dim=n_joints, action_dim=n_joints, camera_keys=MODELS["smolvla"].camera_keys,
+                                 image_size=32 if tiny else 512, text_layers=2 if tiny else 16, chunk_size=50,
+                                 num_steps=10, tokenizer_max_length=48, train_from_scratch=False)
+    if tiny:
+        torch.manual_seed(0)
+        model = SmolVLAModel(config, vlm_config).to(device=device, dtype=dtype)
+    else:
+        default_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device), no_init_weights():
+                model = SmolVLAModel(config, vlm_config)
+        finally:
+            torch.set_default_dtype(default_dtype)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.zero_()
+    stats = {f"{feature}.{name}": np.full(n_joints, value, dtype=np.float32)
+             for feature in ("observation.state", "action") for name, value in (("mean", 0.0), ("std", 1.0))}
+    processor = SmolVLAProcessor(config, stats, tokenizer)
+    source = Path("random tiny weights" if tiny else "zero weights")
+    policy = SmolVLAPolicy(SmolVLACheckpoint(config, model.eval(), processor, source, source),
+                           action_dt_s=robot.control_period_s, warmup=True, load_started_s=started)
+    return policy, sum(p.numel() for p in model.parameters())
+
+
 MODELS = {
+    "smolvla": ModelSpec("smolvla", "SmolVLA size: SmolVLM2-500M (16 layers) + expert, 2 cameras 512x512, chunk 50, "
+                         "10 flow steps", ("front", "wrist"), 0.45e9, _build_smolvla),
     "pi0": ModelSpec("pi0", "pi0 size: PaliGemma 3B + 300M expert, 3 cameras 224x224, chunk 50, 10 flow steps",
                      ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"), 3.5e9, _build_pi0),
 }
@@ -142,7 +196,7 @@ def measure(name: str, *, tiny: bool, robot: EmbodimentConfig, device, dtype, re
             "dtype": meta.dtype,
             "load_time_s": round(meta.load_time_s, 3),
             "chunk_ms": summary,
-            "actions_per_s_at_p50": round(meta.features.chunk_size / (summary["p50"] / 1e3), 1),
+            "actions_per_s_at_p50": round(meta.features.chunk_size / (summary["p50"] / 1e3), 2),
         }
     finally:
         policy.close()

@@ -82,6 +82,8 @@ class Pi0Policy(Policy):
             self._generator.manual_seed(seed)
 
     def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
+        if self._model is None:
+            raise PolicyError("pi0: the policy was closed")
         state = np.asarray(observation[STATE], dtype=np.float32)
         if state.shape != (self._stats.state_dim,):
             raise PolicyError(f"pi0: {STATE} has shape {state.shape}, the checkpoint's statistics are for "
