@@ -171,9 +171,10 @@ def test_per_robot_normalization_stats_replace_the_checkpoint_stats(tiny):
 # -- errors ------------------------------------------------------------------------------------------------------
 
 
-def test_missing_vlm_says_what_to_download_and_env_var_finds_it(tiny, tmp_path, monkeypatch):
+def test_missing_vlm_says_what_to_download_and_env_var_or_hub_cache_finds_it(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    hub_constants = pytest.importorskip("huggingface_hub.constants", reason="the hub cache lookup needs it")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))  # read when a lookup runs
     monkeypatch.delenv(VLM_ENV, raising=False)
     directory = shutil.copytree(tiny[0], tmp_path / "checkpoint")
     shutil.move(directory / "vlm", tmp_path / "elsewhere")
@@ -182,12 +183,19 @@ def test_missing_vlm_says_what_to_download_and_env_var_finds_it(tiny, tmp_path, 
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=r"SmolVLM2-500M-Video-Instruct.*huggingface-cli download.*VLA_ROS_SMOLVLA"):
         make_policy(str(directory), embodiment=load_embodiment("so101"), options=OPTIONS)
+    expected = make_policy(str(tiny[0]), embodiment=load_embodiment("so101"), options=OPTIONS).sample(
+        _observation(), _noise())
     monkeypatch.setenv(VLM_ENV, str(tmp_path / "elsewhere"))
     policy = make_policy(str(directory), embodiment=load_embodiment("so101"), options=OPTIONS)
-    np.testing.assert_allclose(
-        policy.sample(_observation(), _noise()),
-        make_policy(str(tiny[0]), embodiment=load_embodiment("so101"), options=OPTIONS).sample(_observation(),
-                                                                                                _noise()))
+    np.testing.assert_allclose(policy.sample(_observation(), _noise()), expected)
+    # Without the variable, a copy in the Hugging Face cache (the hub's layout) is found by the config's hub id.
+    monkeypatch.delenv(VLM_ENV)
+    repo = tmp_path / "empty_cache" / "models--HuggingFaceTB--SmolVLM2-500M-Video-Instruct"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(tmp_path / "elsewhere", repo / "snapshots" / ("0" * 40))
+    policy = make_policy(str(directory), embodiment=load_embodiment("so101"), options=OPTIONS)
+    np.testing.assert_allclose(policy.sample(_observation(), _noise()), expected)
 
 
 def _edit_weights(directory: Path, edit) -> None:

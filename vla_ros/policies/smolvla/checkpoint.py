@@ -69,14 +69,10 @@ def resolve_vlm_dir(checkpoint_dir: Path, name: str) -> Path:
     Tried in order: `name` as a path inside the checkpoint, `name` as an absolute path, the directory in
     $VLA_ROS_SMOLVLA_VLM, the Hugging Face cache (name as a hub id).
     """
-    candidates: list[tuple[Path, str]] = []
-    if not Path(name).is_absolute():
-        candidates.append((checkpoint_dir / name, f"inside the checkpoint ({checkpoint_dir / name})"))
-    else:
-        candidates.append((Path(name), "the absolute path in vlm_model_name"))
-    for path, _ in candidates:
-        if (path / "config.json").is_file():
-            return path
+    path = Path(name).expanduser()
+    local = path if path.is_absolute() else checkpoint_dir / path
+    if (local / "config.json").is_file():
+        return local
     env = os.environ.get(VLM_ENV)
     if env:
         path = Path(env).expanduser()
@@ -89,9 +85,9 @@ def resolve_vlm_dir(checkpoint_dir: Path, name: str) -> Path:
         return cached
     raise ConfigError(
         f"{checkpoint_dir}: this SmolVLA checkpoint is built on the VLM '{name}', whose config and tokenizer are "
-        f"not on this machine (looked {candidates[0][1]}, in ${VLM_ENV} and in the Hugging Face cache). Download "
-        f"them once with `huggingface-cli download {name}` (the weights come from the checkpoint; config.json and "
-        f"the tokenizer files are enough), then run again, or set {VLM_ENV} to a directory holding them",
+        f"not on this machine (looked in {local}, in ${VLM_ENV} and in the Hugging Face cache). Download them once "
+        f"with `huggingface-cli download {name}` (the weights come from the checkpoint: config.json and the "
+        f"tokenizer files are enough), then run again, or set {VLM_ENV} to a directory holding them",
         source=str(checkpoint_dir / "config.json"), key="vlm_model_name")
 
 
@@ -103,7 +99,7 @@ def _hub_cache_dir(name: str) -> Path | None:
     except ImportError:
         return None
     try:
-        path = Path(snapshot_download(name, local_files_only=True, allow_patterns=["*.json", "*.txt", "*.model"]))
+        path = Path(snapshot_download(name, local_files_only=True))
     except Exception:  # noqa: BLE001 - every failure means "not cached"; the caller says what to do
         return None
     return path if (path / "config.json").is_file() else None
