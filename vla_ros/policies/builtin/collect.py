@@ -33,15 +33,17 @@ class EpisodeSamples:
     success: bool
 
 
-def episode_seed(recipe: DataRecipe, robot: str, task: str, index: int) -> int:
+def episode_layout(recipe: DataRecipe, robot: str, task: str, index: int) -> tuple[int, str]:
+    """(layout seed, target colour) of episode `index`: consecutive episodes share a layout, one per colour."""
     robot_index = recipe.robots.index(robot)
     task_index = [name for name, _ in recipe.tasks].index(task)
-    return recipe.seed + 10_000 * robot_index + 1_000 * task_index + index
+    layout, color = divmod(index, len(recipe.colors))
+    return recipe.seed + 10_000 * robot_index + 1_000 * task_index + layout, recipe.colors[color]
 
 
-def collect_episode(world, robot: str, instruction: str, seed: int, data: DataRecipe, model: ModelRecipe
-                    ) -> EpisodeSamples:
-    """Run one expert episode in `world` (a SimWorld of `robot`) and return its samples."""
+def collect_episode(world, robot: str, instruction: str, seed: int, data: DataRecipe, model: ModelRecipe,
+                    *, noise_seed: int | None = None) -> EpisodeSamples:
+    """Run one expert episode in `world` (a SimWorld of `robot`, laid out by `seed`) and return its samples."""
     from vla_ros.sim.experts import ScriptedExpert
     from vla_ros.sim.tasks import parse_instruction
 
@@ -53,7 +55,7 @@ def collect_episode(world, robot: str, instruction: str, seed: int, data: DataRe
     world.reset(task, seed=seed)
     expert = ScriptedExpert(world, task)
     pipeline.reset(world.joint_positions())
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if noise_seed is None else noise_seed)
     gripper_joints = {g.joint for g in embodiment.grippers}
     arm = np.array([joint.name not in gripper_joints for joint in embodiment.joints])  # perturb arm joints only
     samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[], success=False)
@@ -104,10 +106,9 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
     failures = 0
     start = time.perf_counter()
     for index in indices:
-        seed = episode_seed(data, robot, task, index)
-        color = data.colors[np.random.default_rng(seed).integers(len(data.colors))]
+        seed, color = episode_layout(data, robot, task, index)
         instruction = TASK_TEMPLATES[task].format(color=color)
-        episode = collect_episode(world, robot, instruction, seed, data, model)
+        episode = collect_episode(world, robot, instruction, seed, data, model, noise_seed=seed * 8 + index % 8)
         if not episode.success:  # the expert missed (rare): such an episode teaches nothing good
             failures += 1
             continue

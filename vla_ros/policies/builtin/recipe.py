@@ -21,9 +21,12 @@ VOCABULARY = (  # every word of every instruction the model is trained on, plus 
 @dataclass(frozen=True)
 class DataRecipe:
     robots: tuple[str, ...] = ("so101", "panda")
-    tasks: tuple[tuple[str, int], ...] = (("touch", 200), ("pick", 40))  # (task family, episodes per robot)
+    tasks: tuple[tuple[str, int], ...] = (("touch", 300), ("pick", 30))  # (task family, episodes per robot)
     colors: tuple[str, ...] = COLORS
-    seed: int = 1_000  # episode i of a (robot, task) uses seed + 10_000 * robot + 1_000 * task + i; demos use 0..999
+    # Every cube layout is recorded once per colour: the same scene with different instructions and different
+    # motions is what teaches the model to read the instruction (with one instruction per scene it learned to
+    # reach for "a cube" and ignore the colour).
+    seed: int = 1_000  # layout j of a (robot, task) uses seed + 10_000 * robot + 1_000 * task + j; demos use 0..999
     record_every_ticks: int = 2  # one training sample every N control ticks
     # DART-style noise: executed chunks are offset from the expert's plan, labels stay the expert's, so the
     # policy sees how to get back on track.
