@@ -96,3 +96,11 @@ def test_large_shrink_averages_instead_of_aliasing():
     assert out.shape == (224, 224, 3)
     assert (out[:28] == 0).all() and (out[196:] == 0).all()
     assert abs(float(content.mean()) - 127.5) < 2 and content.std() < 5
+
+
+def test_resize_with_pad_top_left_puts_the_bars_where_lerobot_does():
+    image = np.full((48, 64, 3), 200, dtype=np.uint8)
+    centred = resize_with_pad(image, (64, 64))
+    top_left = resize_with_pad(image, (64, 64), padding="top_left")
+    assert centred[:8].max() == 0 and centred[56:].max() == 0 and centred[8:56].min() == 200
+    assert top_left[:16].max() == 0 and top_left[16:].min() == 200

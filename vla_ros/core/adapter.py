@@ -133,7 +133,8 @@ class EmbodimentAdapter:
                 batch[image_mask_key(key)] = False
                 continue
             image = check_rgb(image, source=f"camera '{camera.name}'")
-            batch[image_key(key)] = resize_with_pad(image, size) if size is not None else image
+            batch[image_key(key)] = (resize_with_pad(image, size, padding=self.features.image_padding)
+                                     if size is not None else image)
             batch[image_mask_key(key)] = True
         return batch, state
 

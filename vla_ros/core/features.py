@@ -43,6 +43,7 @@ class PolicyFeatures:
     action_dt_s: float  # time between consecutive actions of a chunk
     camera_keys: tuple[str, ...]  # observation.images.<key> the policy reads
     image_size: tuple[int, int] | None = None  # (H, W) images are resized (with padding) to; None keeps them
+    image_padding: str = "center"  # where resize-with-pad puts the black bars: "center" or "top_left"
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "action_dim", "chunk_size"):
@@ -50,6 +51,9 @@ class PolicyFeatures:
                 raise ConfigError(f"policy features: {name} must be >= 1, got {getattr(self, name)}")
         if not self.action_dt_s > 0:
             raise ConfigError(f"policy features: action_dt_s must be > 0 s, got {self.action_dt_s}")
+        if self.image_padding not in ("center", "top_left"):
+            raise ConfigError(f"policy features: image_padding must be 'center' or 'top_left', got "
+                              f"'{self.image_padding}'")
         if self.image_size is not None and min(self.image_size) < 1:
             raise ConfigError(f"policy features: image_size must be positive (H, W), got {self.image_size}")
 

@@ -77,10 +77,15 @@ def check_rgb(image: np.ndarray, *, source: str = "image") -> np.ndarray:
     return image
 
 
-def resize_with_pad(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+IMAGE_PADDINGS = ("center", "top_left")
+
+
+def resize_with_pad(image: np.ndarray, size: tuple[int, int], *, padding: str = "center") -> np.ndarray:
     """Fit (H, W, 3) `image` into `size` = (H, W) keeping its aspect ratio, padding with black.
 
     The convention of SmolVLA and openpi: no stretching, so objects keep their shape whatever the camera.
+    `padding`: "center" splits the black bars evenly (openpi); "top_left" puts them all on the top and left
+    (LeRobot's SmolVLA), so that a policy sees the image where it saw it in training.
     """
     target_h, target_w = size
     h, w = image.shape[:2]
@@ -100,6 +105,9 @@ def resize_with_pad(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (new_h, new_w) == (target_h, target_w):
         return resized
     out = np.zeros((target_h, target_w, 3), dtype=np.uint8)
-    top, left = (target_h - new_h) // 2, (target_w - new_w) // 2
+    if padding == "top_left":
+        top, left = target_h - new_h, target_w - new_w
+    else:
+        top, left = (target_h - new_h) // 2, (target_w - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out

@@ -95,6 +95,7 @@ def build_config(model: ModelRecipe):
         num_vlm_layers=model.text_layers,
         expert_width_multiplier=model.expert_width_multiplier,
         vlm_model_name="vlm",
+        extra={"vla_ros_image_padding": "center"},  # trained on the adapter's centred padding, not LeRobot's
     )
 
 

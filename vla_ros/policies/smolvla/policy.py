@@ -18,6 +18,9 @@ from vla_ros.policies.smolvla.modeling import RTCGuidance
 from vla_ros.policies.smolvla.processor import batch_to
 
 WARMUP_INSTRUCTION = "warm up"
+# config.json key of ours: where the adapter pads resized images. LeRobot pads top and left; the built-in
+# model was trained on vla_ros's centred padding and says so.
+IMAGE_PADDING_KEY = "vla_ros_image_padding"
 MAX_GUIDANCE_WEIGHT = 5.0  # beta of the RTC paper: caps the guidance early and late in the flow
 
 
@@ -47,7 +50,8 @@ class SmolVLAPolicy(Policy):
         self._generator.seed()
         features = PolicyFeatures(state_dim=config.state_dim, action_dim=config.action_dim,
                                   chunk_size=config.chunk_size, action_dt_s=action_dt_s,
-                                  camera_keys=config.camera_keys, image_size=config.image_size)
+                                  camera_keys=config.camera_keys, image_size=config.image_size,
+                                  image_padding=config.extra.get(IMAGE_PADDING_KEY, "top_left"))
         if warmup:
             self._warm_up(features)
         n_parameters = sum(p.numel() for p in self._model.parameters())
