@@ -65,6 +65,7 @@ class TrainRecipe:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 2
+    task_weights: tuple[tuple[str, float], ...] = (("touch", 3.0), ("pick", 1.0))  # share of batches per task
 
 
 @dataclass(frozen=True)

@@ -39,15 +39,18 @@ def normalization_stats(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[s
 class Batches:
     """Random training batches, balanced over (robot, task) groups, as lists of policy observations + actions."""
 
-    def __init__(self, data: dict[str, np.ndarray], seed: int):
+    def __init__(self, data: dict[str, np.ndarray], seed: int, task_weights: dict[str, float]):
         self.data = data
         self.rng = np.random.default_rng(seed)
         task = np.array([text.split(" ")[0] for text in data["instruction"]])
         keys = np.char.add(np.char.add(data["robot"].astype(str), "/"), task)
-        self.groups = [np.flatnonzero(keys == key) for key in sorted(set(keys))]
+        names = sorted(set(keys))
+        self.groups = [np.flatnonzero(keys == key) for key in names]
+        weights = np.array([task_weights.get(name.split("/")[1], 1.0) for name in names])
+        self.group_weights = weights / weights.sum()
 
     def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray, list[str]]:
-        groups = self.rng.integers(len(self.groups), size=batch_size)
+        groups = self.rng.choice(len(self.groups), size=batch_size, p=self.group_weights)
         indices = np.array([self.rng.choice(self.groups[g]) for g in groups])
         observations = []
         for i in indices:
@@ -142,7 +145,8 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     model.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
-    batches = {robot: Batches({k: v[data["robot"] == robot] for k, v in data.items()}, seed=recipe.train.seed + i)
+    batches = {robot: Batches({k: v[data["robot"] == robot] for k, v in data.items()}, seed=recipe.train.seed + i,
+                              task_weights=dict(recipe.train.task_weights))
                for i, robot in enumerate(robots)}
     action_dim = recipe.model.action_dim
     log = {"recipe": recipe.to_dict(), "samples": {r: int((data["robot"] == r).sum()) for r in robots},
