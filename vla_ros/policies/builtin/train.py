@@ -39,7 +39,8 @@ def normalization_stats(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[s
 class Batches:
     """Random training batches, balanced over (robot, task) groups, as lists of policy observations + actions."""
 
-    def __init__(self, data: dict[str, np.ndarray], seed: int, task_weights: dict[str, float]):
+    def __init__(self, data: dict[str, np.ndarray], seed: int, task_weights: dict[str, float], *,
+                 early_samples: int = 0, early_weight: float = 1.0):
         self.data = data
         self.rng = np.random.default_rng(seed)
         task = np.array([text.split(" ")[0] for text in data["instruction"]])
@@ -48,10 +49,12 @@ class Batches:
         self.groups = [np.flatnonzero(keys == key) for key in names]
         weights = np.array([task_weights.get(name.split("/")[1], 1.0) for name in names])
         self.group_weights = weights / weights.sum()
+        sample_weights = np.where(position_in_episode(data["episode"]) < early_samples, early_weight, 1.0)
+        self.sample_probabilities = [sample_weights[g] / sample_weights[g].sum() for g in self.groups]
 
     def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray, list[str]]:
         groups = self.rng.choice(len(self.groups), size=batch_size, p=self.group_weights)
-        indices = np.array([self.rng.choice(self.groups[g]) for g in groups])
+        indices = np.array([self.rng.choice(self.groups[g], p=self.sample_probabilities[g]) for g in groups])
         observations = []
         for i in indices:
             observation = {STATE: self.data["state"][i], TASK: str(self.data["instruction"][i])}
@@ -66,6 +69,13 @@ class Batches:
         padded = np.pad(image, ((MAX_SHIFT_PX,) * 2, (MAX_SHIFT_PX,) * 2, (0, 0)), mode="edge")
         h, w = image.shape[:2]
         return padded[MAX_SHIFT_PX + dy: MAX_SHIFT_PX + dy + h, MAX_SHIFT_PX + dx: MAX_SHIFT_PX + dx + w]
+
+
+def position_in_episode(episode: np.ndarray) -> np.ndarray:
+    """Index of each sample within its episode (samples of an episode are stored one after another)."""
+    starts = np.r_[True, episode[1:] != episode[:-1]]
+    start_index = np.maximum.accumulate(np.where(starts, np.arange(len(episode)), 0))
+    return np.arange(len(episode)) - start_index
 
 
 def learning_rate(step: int, recipe) -> float:
@@ -146,7 +156,8 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
     batches = {robot: Batches({k: v[data["robot"] == robot] for k, v in data.items()}, seed=recipe.train.seed + i,
-                              task_weights=dict(recipe.train.task_weights))
+                              task_weights=dict(recipe.train.task_weights),
+                              early_samples=recipe.train.early_samples, early_weight=recipe.train.early_weight)
                for i, robot in enumerate(robots)}
     action_dim = recipe.model.action_dim
     log = {"recipe": recipe.to_dict(), "samples": {r: int((data["robot"] == r).sum()) for r in robots},
