@@ -14,7 +14,8 @@ from vla_ros.core.errors import PolicyError
 @pytest.mark.parametrize(("robot", "task"), [("so101", "touch"), ("panda", "pick")])
 def test_demo_closed_loop_with_the_expert(tmp_path, capsys, robot, task):
     out = tmp_path / "results.json"
-    code = main(["demo", "--robot", robot, "--task", task, "--episodes", "2", "--seed", "100", "--json", str(out),
+    code = main(["demo", "--policy", "expert", "--robot", robot, "--task", task, "--episodes", "2", "--seed", "100",
+                 "--json", str(out),
                  "--out", str(tmp_path), "--video-episodes", "1", "--no-progress"])
     assert code == 0
     results = json.loads(out.read_text())
@@ -33,7 +34,8 @@ def test_demo_closed_loop_with_the_expert(tmp_path, capsys, robot, task):
 
 def test_demo_dry_run_never_moves_the_arm(tmp_path):
     out = tmp_path / "results.json"
-    code = main(["demo", "--robot", "so101", "--episodes", "1", "--dry-run", "--json", str(out), "--out", str(tmp_path),
+    code = main(["demo", "--policy", "expert", "--robot", "so101", "--episodes", "1", "--dry-run", "--json", str(out),
+                 "--out", str(tmp_path),
                  "--video-episodes", "0", "--no-progress"])
     assert code == 0
     results = json.loads(out.read_text())
@@ -59,7 +61,8 @@ def test_demo_sync_inference_waits_for_each_chunk_and_async_does_not(tmp_path):
     results = {}
     for inference in ("sync", "async"):
         out = tmp_path / f"{inference}.json"
-        code = main(["demo", "--robot", "so101", "--episodes", "1", "--seed", "7", "--inference", inference,
+        code = main(["demo", "--policy", "expert", "--robot", "so101", "--episodes", "1", "--seed", "7",
+                     "--inference", inference,
                      "--latency-ms", "200", "--no-measured-latency", "--merge", "rtc", "--json", str(out),
                      "--out", str(tmp_path), "--video-episodes", "0", "--no-progress"])
         assert code == 0
