@@ -23,7 +23,7 @@ from vla_ros.policies.base import Policy
 if TYPE_CHECKING:
     from vla_ros.sim.world import SimWorld
 
-DEFAULT_POLICY = "expert"  # becomes "builtin" once its checkpoint ships
+DEFAULT_POLICY = "builtin"
 NAMED_POLICIES = ("builtin", "expert")
 BUILTIN_CHECKPOINT = Path(__file__).resolve().parent / "builtin" / "checkpoint"
 
