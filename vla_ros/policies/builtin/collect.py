@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -142,13 +143,18 @@ def collect(data: DataRecipe, model: ModelRecipe, out_dir: Path, *, workers: int
                 path = out_dir / f"{robot}_{task}_{shard}.npz"
                 if not path.exists():
                     jobs.append((robot, task, list(range(shard, count, shards_per_task)), data, model, path))
+    if workers <= 1:
+        results = (collect_shard(*job) for job in jobs)
+    else:
+        # Spawned, not forked: a forked child inherits the parent's OpenMP and EGL state and can hang in it.
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        results = (future.result() for future in [pool.submit(collect_shard, *job) for job in jobs])
     summaries = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(collect_shard, *job) for job in jobs]
-        for future in futures:
-            summary = future.result()
-            summaries.append(summary)
-            print(json.dumps(summary), file=sys.stderr, flush=True)
+    for summary in results:
+        summaries.append(summary)
+        print(json.dumps(summary), file=sys.stderr, flush=True)
+    if workers > 1:
+        pool.shutdown()
     return summaries
 
 
