@@ -32,7 +32,7 @@ from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.embodiment import CameraSpec, EmbodimentConfig, load_embodiment
 from vla_ros.core.errors import ConfigError, MissingDependencyError, did_you_mean
 from vla_ros.policies.base import Policy
-from vla_ros.policies.device import DTYPE_CHOICES, import_torch, select_device, select_dtype
+from vla_ros.policies.device import add_device_arguments, import_torch, select_device, select_dtype
 
 INSTRUCTION = "pick up the red cube and put it in the box"
 LOAD_TIME_INCLUDES = ("building the model on the device with {weights} weights (allocation and filling; a real "
@@ -125,9 +125,8 @@ MODELS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)} "
                         "(default: all)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                        help="auto: bfloat16/float16 on GPUs, float32 on the CPU; pi0 size needs ~14 GB in float32")
+    add_device_arguments(parser, dtype_help="auto: bfloat16/float16 on GPUs, float32 on the CPU; pi0 size needs "
+                         "~14 GB in float32")
     parser.add_argument("--repeats", type=int, default=5, help="timed chunks per model, after the warm-up")
     parser.add_argument("--robot", default="so101", help="robot whose joints fill the state (cameras are the model's)")
     parser.add_argument("--tiny", action="store_true", help="tiny models of the same architectures (for tests)")

@@ -33,6 +33,7 @@ from vla_ros.core.features import RobotObservation
 from vla_ros.core.pipeline import ActionPipeline, ChunkRequest, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy
+from vla_ros.policies.device import add_device_arguments
 from vla_ros.policies.factory import DEFAULT_POLICY, PolicyOptions, make_policy
 
 TASK_TEMPLATES = {"touch": "touch the {color} cube", "pick": "pick up the {color} cube"}
@@ -89,8 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="artificial inference latency added to every chunk (simulated ms)")
     parser.add_argument("--no-measured-latency", action="store_true",
                         help="do not charge predict_chunk's wall time as latency (only the artificial latency)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    parser.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (default)")
+    add_device_arguments(parser)
     parser.add_argument("--refill-threshold", type=int, default=-1, metavar="STEPS",
                         help="ask for a new chunk when this many steps remain (-1: half a chunk)")
     parser.add_argument("--json", type=Path, help="write machine-readable results here")

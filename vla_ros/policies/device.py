@@ -8,6 +8,14 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # "cuda:N" also accepted
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 
+def add_device_arguments(parser, *, dtype_help: str = "") -> None:
+    """`--device` and `--dtype` for a command that loads a model (`parser` is an argparse parser)."""
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N "
+                        "or mps")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                        help=dtype_help or "auto (default): bfloat16/float16 on GPUs, float32 on the CPU")
+
+
 def import_torch():
     """torch, or an error saying how to install it without pulling the CUDA build by accident."""
     try:

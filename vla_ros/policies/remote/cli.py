@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 
+from vla_ros.policies.device import add_device_arguments
 from vla_ros.policies.remote import TOKEN_ENV
 
 
@@ -25,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "arguments are visible to other users in the process list)")
     parser.add_argument("--max-message-mb", type=float, default=32.0,
                         help="largest observation accepted, in MiB (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    parser.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (default)")
+    add_device_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
