@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.core.embodiment import load_embodiment
+from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from vla_ros.core.features import STATE, RobotObservation, image_key
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.builtin.recipe import CAMERA_KEYS, DataRecipe, ModelRecipe, policy_features
@@ -42,13 +42,12 @@ def episode_layout(recipe: DataRecipe, robot: str, task: str, index: int) -> tup
     return recipe.seed + 10_000 * robot_index + 1_000 * task_index + layout, recipe.colors[color]
 
 
-def collect_episode(world, robot: str, instruction: str, seed: int, data: DataRecipe, model: ModelRecipe,
-                    *, noise_seed: int | None = None) -> EpisodeSamples:
-    """Run one expert episode in `world` (a SimWorld of `robot`, laid out by `seed`) and return its samples."""
+def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed: int, data: DataRecipe,
+                    model: ModelRecipe, *, noise_seed: int | None = None) -> EpisodeSamples:
+    """Run one expert episode in `world` (a SimWorld of `embodiment`, laid out by `seed`); return its samples."""
     from vla_ros.sim.experts import ScriptedExpert
     from vla_ros.sim.tasks import parse_instruction
 
-    embodiment = load_embodiment(robot)
     features = policy_features(model, embodiment.control_period_s)
     pipeline = ActionPipeline(embodiment, features, PipelineConfig())
     adapter = pipeline.adapter
@@ -76,7 +75,10 @@ def collect_episode(world, robot: str, instruction: str, seed: int, data: DataRe
                 for key in CAMERA_KEYS:
                     samples.images[key].append(batch[image_key(key)])
                 samples.actions.append(actions.astype(np.float32))
-            if pipeline.needs_chunk(now) or not record:
+            # prepare() marked a chunk as pending, so needs_chunk() is False from here on: a chunk is queued only
+            # on ticks that do not record, and a recording tick that wanted one leaves it to the next tick.
+            # (The shipped weights were trained on data made this way; queueing at once changes the data.)
+            if not record:
                 executed = targets
                 if rng.random() < data.perturb_probability:
                     offset = rng.normal(0.0, data.perturb_std_rad, size=len(embodiment.joints)) * arm
@@ -109,7 +111,8 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
     for index in indices:
         seed, color = episode_layout(data, robot, task, index)
         instruction = TASK_TEMPLATES[task].format(color=color)
-        episode = collect_episode(world, robot, instruction, seed, data, model, noise_seed=seed * 8 + index % 8)
+        episode = collect_episode(world, embodiment, instruction, seed, data, model,
+                                  noise_seed=seed * 8 + index % 8)
         if not episode.success:  # the expert missed (rare): such an episode teaches nothing good
             failures += 1
             continue

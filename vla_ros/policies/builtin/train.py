@@ -52,7 +52,7 @@ class Batches:
         sample_weights = np.where(position_in_episode(data["episode"]) < early_samples, early_weight, 1.0)
         self.sample_probabilities = [sample_weights[g] / sample_weights[g].sum() for g in self.groups]
 
-    def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray, list[str]]:
+    def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray]:
         groups = self.rng.choice(len(self.groups), size=batch_size, p=self.group_weights)
         indices = np.array([self.rng.choice(self.groups[g], p=self.sample_probabilities[g]) for g in groups])
         observations = []
@@ -62,7 +62,7 @@ class Batches:
                 observation[image_key(key)] = self._shifted(self.data[f"image_{key}"][i])
                 observation[image_mask_key(key)] = True
             observations.append(observation)
-        return observations, self.data["action"][indices], [str(r) for r in self.data["robot"][indices]]
+        return observations, self.data["action"][indices]
 
     def _shifted(self, image: np.ndarray) -> np.ndarray:
         dy, dx = self.rng.integers(-MAX_SHIFT_PX, MAX_SHIFT_PX + 1, size=2)
@@ -167,7 +167,7 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     running = 0.0
     for step in range(recipe.train.steps):
         robot = robots[step % len(robots)]  # one robot per batch: its own normalization, alternating robots
-        observations, actions, _ = batches[robot].sample(recipe.train.batch_size)
+        observations, actions = batches[robot].sample(recipe.train.batch_size)
         inputs = processors[robot].preprocess(observations)
         targets = processors[robot].normalize_actions(actions)
         for group in optimizer.param_groups:
