@@ -28,15 +28,16 @@ from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy
+from vla_ros.policies.factory import DEFAULT_POLICY
+from vla_ros.sim.tasks import TASK_TEMPLATES
 
-DEFAULT_POLICY = "builtin"
 JERK_WINDOW = 3  # a third difference spans ticks k-3..k
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")
     parser.add_argument("--robot", default="so101", help=f"robot config name ({', '.join(available_robots())})")
-    parser.add_argument("--task", default="touch", choices=sorted(demo.TASK_TEMPLATES), help="task family")
+    parser.add_argument("--task", default="touch", choices=sorted(TASK_TEMPLATES), help="task family")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per cell (the same seeds in every cell)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed+i")
     parser.add_argument("--colors", default="red,green,blue", help="cube colours in the scene (comma-separated)")

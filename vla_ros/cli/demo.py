@@ -35,8 +35,8 @@ from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy
 from vla_ros.policies.device import add_device_arguments
 from vla_ros.policies.factory import DEFAULT_POLICY, PolicyOptions, make_policy
+from vla_ros.sim.tasks import TASK_TEMPLATES
 
-TASK_TEMPLATES = {"touch": "touch the {color} cube", "pick": "pick up the {color} cube"}
 VIDEO_FRAME_SIZE = (240, 320)  # (H, W) of each camera in the video
 
 

@@ -119,6 +119,8 @@ class PickTask(Task):
 
 
 TASK_TYPES: tuple[type[Task], ...] = (TouchTask, PickTask)
+# Task family (as the CLIs name it) -> instruction template; parse_instruction reads every one of them back.
+TASK_TEMPLATES = {"touch": "touch the {color} cube", "pick": "pick up the {color} cube"}
 
 _INSTRUCTION = re.compile(r"(?P<verb>[a-z ]+?) the (?P<color>[a-z]+) (?:cube|block)")
 

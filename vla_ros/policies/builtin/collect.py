@@ -22,8 +22,7 @@ from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from vla_ros.core.features import STATE, RobotObservation, image_key
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.builtin.recipe import CAMERA_KEYS, DataRecipe, ModelRecipe, policy_features
-
-TASK_TEMPLATES = {"touch": "touch the {color} cube", "pick": "pick up the {color} cube"}
+from vla_ros.sim.tasks import TASK_TEMPLATES
 
 
 @dataclass
