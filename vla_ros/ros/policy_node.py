@@ -37,6 +37,7 @@ from vla_ros.core.runner import PolicyRunner
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.msg import ActionChunk, PolicyStatus
 from vla_ros.policies.factory import DEFAULT_POLICY, PolicyOptions, make_policy
+from vla_ros.ros.control_actions import parallel_gripper_command
 from vla_ros.ros.convert import (
     image_from_compressed_msg,
     image_from_msg,
@@ -256,6 +257,8 @@ class PolicyNode(LifecycleNode):
                 handle = ActionClient(self, FollowJointTrajectory, output.name)
             elif interface is CommandInterface.GRIPPER_COMMAND:
                 handle = ActionClient(self, GripperCommand, output.name)
+            elif interface is CommandInterface.PARALLEL_GRIPPER_COMMAND:
+                handle = ActionClient(self, parallel_gripper_command(), output.name)
             else:
                 raise VlaRosError(f"output interface '{interface.value}' is not supported by the rclpy node yet")
             index = [self.embodiment.joint_names.index(name) for name in output.joints]
@@ -279,7 +282,7 @@ class PolicyNode(LifecycleNode):
             elif interface is CommandInterface.JOINT_COMMAND:
                 handle.publish(joint_state_to_msg(JointState, stamp=stamp, names=output.wire_joint_names,
                                                   positions=positions))
-            elif interface is CommandInterface.GRIPPER_COMMAND:
+            elif interface in (CommandInterface.GRIPPER_COMMAND, CommandInterface.PARALLEL_GRIPPER_COMMAND):
                 self._send_gripper(output, handle, float(positions[0]))
 
     def _send_gripper(self, output, client: ActionClient, position: float) -> None:
@@ -287,9 +290,14 @@ class PolicyNode(LifecycleNode):
         last = self._last_gripper_goal.get(output.name)
         if last is not None and abs(position - last) < 1e-3 or not client.server_is_ready():
             return
-        goal = GripperCommand.Goal()
-        goal.command.position = position
-        goal.command.max_effort = output.max_effort if output.max_effort is not None else 0.0
+        max_effort = output.max_effort if output.max_effort is not None else 0.0
+        if output.interface is CommandInterface.GRIPPER_COMMAND:
+            goal = GripperCommand.Goal()
+            goal.command.position, goal.command.max_effort = position, max_effort
+        else:  # ParallelGripperCommand: a JointState command; an empty effort means the controller's own limit
+            goal = parallel_gripper_command().Goal()
+            goal.command.name, goal.command.position = list(output.wire_joint_names), [position]
+            goal.command.effort = [max_effort] if output.max_effort is not None else []
         client.send_goal_async(goal)
         self._last_gripper_goal[output.name] = position
 

@@ -47,6 +47,7 @@ from vla_ros.core.embodiment import (
 )
 from vla_ros.core.errors import ConfigError, VlaRosError, did_you_mean
 from vla_ros.core.trajectory import JointTrajectory, TrajectoryError, TrajectoryPoint
+from vla_ros.ros.control_actions import parallel_gripper_command
 from vla_ros.ros.convert import (
     camera_info_to_msg,
     compressed_image_to_msg,
@@ -322,7 +323,7 @@ class MujocoRobotNode(Node):
         elif interface is CommandInterface.GRIPPER_COMMAND:
             action_type = GripperCommand
         else:
-            action_type = _parallel_gripper_command()
+            action_type = parallel_gripper_command()
         ActionServer(self, action_type, output.name, execute_callback=self._goal_result,
                      handle_accepted_callback=lambda handle, o=output: self._start_goal(o, handle),
                      cancel_callback=lambda _request: CancelResponse.ACCEPT)
@@ -423,7 +424,7 @@ class MujocoRobotNode(Node):
         if interface is CommandInterface.GRIPPER_COMMAND:
             return GripperCommand.Result(position=position, effort=goal.max_effort, stalled=stalled,
                                          reached_goal=reached_goal)
-        result = _parallel_gripper_command().Result(stalled=stalled, reached_goal=reached_goal)
+        result = parallel_gripper_command().Result(stalled=stalled, reached_goal=reached_goal)
         result.state = joint_state_to_msg(JointState, stamp=seconds_to_stamp(self.sim_time, Time),
                                           names=output.wire_joint_names, positions=np.array([position]),
                                           velocities=self.world.joint_velocities()[[index]])
@@ -477,15 +478,6 @@ def _gripper_target(output: OutputSpec, goal: Any) -> tuple[float, float]:
     if not math.isfinite(position):
         raise TrajectoryError(f"gripper position must be finite, got {position}")
     return float(position), float(effort)
-
-
-def _parallel_gripper_command() -> type:
-    try:
-        from control_msgs.action import ParallelGripperCommand
-    except ImportError:  # control_msgs of Humble
-        raise ConfigError("parallel_gripper_command needs control_msgs/action/ParallelGripperCommand, which this ROS "
-                          "distribution lacks (it came with Jazzy): use gripper_command") from None
-    return ParallelGripperCommand
 
 
 class RejectionLog:
