@@ -9,13 +9,14 @@ from launch_ros.substitutions import FindPackageShare
 
 def generate_launch_description():
     base = PathJoinSubstitution([FindPackageShare("vla_ros"), "launch", "vla_ros.launch.py"])
-    forwarded = ("robot", "policy", "instruction", "dry_run", "rviz")
+    forwarded = ("robot", "policy", "instruction", "dry_run", "rviz", "monitor")
     return LaunchDescription([
         DeclareLaunchArgument("robot", default_value="so101", choices=["so101", "panda"]),
         DeclareLaunchArgument("policy", default_value="expert"),
         DeclareLaunchArgument("instruction", default_value="touch the red cube"),
         DeclareLaunchArgument("dry_run", default_value="false", choices=["true", "false"]),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"]),
+        DeclareLaunchArgument("monitor", default_value="false", choices=["true", "false"]),
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(base),
             launch_arguments={"sim": "mujoco", **{name: LaunchConfiguration(name) for name in forwarded}}.items(),

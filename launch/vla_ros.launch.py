@@ -27,6 +27,9 @@ ARGUMENTS = [
     DeclareLaunchArgument("dry_run", default_value="false", choices=["true", "false"],
                           description="compute commands but publish them only to ~/preview"),
     DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"], description="start rviz2"),
+    DeclareLaunchArgument("monitor", default_value="false", choices=["true", "false"],
+                          description="start rqt (robot monitor, latency plot, what the model sees) and the "
+                                      "diagnostic aggregator it reads"),
     DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                           description="use /clock (implied by sim:=mujoco|gazebo|isaac)"),
     DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
@@ -83,4 +86,12 @@ def generate_launch_description():
     rviz = Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
                 arguments=["-d", PathJoinSubstitution([FindPackageShare("vla_ros"), "config", "vla_ros.rviz"])],
                 condition=IfCondition(LaunchConfiguration("rviz")))
-    return LaunchDescription([*ARGUMENTS, OpaqueFunction(function=_nodes), rviz])
+    config = PathJoinSubstitution([FindPackageShare("vla_ros"), "config"])
+    monitor = IfCondition(LaunchConfiguration("monitor"))
+    # rqt_robot_monitor shows /diagnostics_agg: the aggregator groups /diagnostics under it.
+    aggregator = Node(package="diagnostic_aggregator", executable="aggregator_node", output="screen",
+                      parameters=[PathJoinSubstitution([config, "diagnostic_aggregator.yaml"])], condition=monitor)
+    rqt = Node(package="rqt_gui", executable="rqt_gui", name="rqt", output="screen", condition=monitor,
+               arguments=["--force-discover", "--perspective-file",
+                          PathJoinSubstitution([config, "vla_ros.perspective"])])
+    return LaunchDescription([*ARGUMENTS, OpaqueFunction(function=_nodes), rviz, aggregator, rqt])
