@@ -34,6 +34,7 @@ setup(
         ("share/vla_ros", ["package.xml"]),
         *data_files("config"),
         *data_files("launch"),
+        *data_files("msg"),  # the pip-only DDS backend builds vla_ros/msg types from them
     ],
     install_requires=[
         "numpy>=1.24",
@@ -46,6 +47,8 @@ setup(
         # Learned policies (built-in VLA, SmolVLA, pi0). Install torch==2.13.0 (or your CUDA build) BEFORE this
         # extra: left to itself, pip would resolve `torch` to the newest multi-GB CUDA build.
         "policies": ["torch>=2.4", "transformers>=5.4,<6", "safetensors>=0.4", "tokenizers>=0.20"],
+        # The pip-only ROS 2 backend (vla-ros run/sim without a ROS install): Cyclone DDS and message definitions.
+        "dds": ["cyclonedds>=0.10.5", "rosbags>=0.10"],
         # Remote policies: `vla-ros serve` and ws:// specs (openpi's websocket protocol).
         "remote": ["websockets>=15.0", "msgpack>=1.0"],
         # test/test_remote_policy.py also uses `openpi-client`; install it with `pip install --no-deps

@@ -2,7 +2,7 @@
 
 rqt and the aggregator would start with a wrong topic or name and simply show nothing, so the checks are here,
 where ROS is absent too: every plotted field is a field of PolicyStatus.msg, the image view watches the node's
-debug image, and the aggregator's analyzer matches the status names diagnostic_updater gives the node.
+debug image, and the aggregator's analyzer matches the name of the node's diagnostic status.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_plotted_topics_are_numeric_fields_of_the_status_message():
 def test_the_image_view_shows_what_the_model_sees():
     topic = _plugin_settings(_perspective(), "rqt_image_view/ImageView")["topic"]
     assert topic == f"/{NODE_NAME}/debug_image"
-    node_source = (ROOT / "vla_ros" / "ros" / "policy_node.py").read_text(encoding="utf-8")
+    node_source = (ROOT / "vla_ros" / "ros" / "policy_core.py").read_text(encoding="utf-8")
     assert '"~/debug_image"' in node_source
 
 
@@ -76,6 +76,6 @@ def test_the_aggregator_groups_the_policy_nodes_diagnostics():
     parameters = config["analyzers"]["ros__parameters"]  # aggregator_node's node name is "analyzers"
     analyzers = {name: value for name, value in parameters.items() if isinstance(value, dict)}
     assert analyzers["policy"]["type"] == "diagnostic_aggregator/GenericAnalyzer"
-    # diagnostic_updater names each status "<node name>: <task name>"; the node's task is "policy".
+    # The node names its status "<node name>: policy", as diagnostic_updater names a task's status.
     assert any(f"{NODE_NAME}: policy".startswith(prefix) for prefix in analyzers["policy"]["startswith"])
 

@@ -1,4 +1,4 @@
-"""`vla-ros`: demo, policy server and benchmarks. Subcommands import their heavy dependencies only when run."""
+"""`vla-ros`: demo, nodes, policy server and benchmarks. Subcommands import their heavy dependencies only when run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from vla_ros.core.errors import VlaRosError
 
 def build_parser() -> argparse.ArgumentParser:
     from vla_ros.bench import closed_loop, inference, overhead
-    from vla_ros.cli import demo
+    from vla_ros.cli import demo, nodes
     from vla_ros.policies.remote import cli as serve
 
     parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.")
@@ -23,6 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="serve a policy over openpi's websocket protocol")
     serve.add_arguments(serve_parser)
     serve_parser.set_defaults(run=serve.main)
+
+    run_parser = commands.add_parser("run", help="the policy node, on rclpy or (no ROS installed) Cyclone DDS")
+    nodes.add_run_arguments(run_parser)
+    run_parser.set_defaults(run=nodes.run_main)
+
+    sim_parser = commands.add_parser("sim", help="the MuJoCo robot node, on rclpy or (no ROS installed) Cyclone DDS")
+    nodes.add_sim_arguments(sim_parser)
+    sim_parser.set_defaults(run=nodes.sim_main)
 
     bench_parser = commands.add_parser("bench", help="benchmarks that print JSON figures")
     benches = bench_parser.add_subparsers(dest="bench", required=True)

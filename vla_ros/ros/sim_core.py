@@ -185,7 +185,10 @@ class MujocoRobotCore:
         else:
             duration = self.sim_period_s
         with self.world.lock:
+            before = self.world.time
             self.world.advance(max(duration, 0.0))
+            if self.world.time == before:
+                return  # less than a physics step is due: publishing now would repeat the last stamp
             positions, velocities = self.world.joint_positions(), self.world.joint_velocities()
 
         stamp = self.stamp()
