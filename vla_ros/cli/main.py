@@ -9,7 +9,7 @@ from vla_ros.core.errors import VlaRosError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vla_ros.bench import closed_loop, inference, overhead
+    from vla_ros.bench import closed_loop, inference, overhead, transport
     from vla_ros.cli import demo, nodes
     from vla_ros.policies.remote import cli as serve
 
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "and pi0-size models")
     inference.add_arguments(inference_parser)
     inference_parser.set_defaults(run=inference.main)
+    transport_parser = benches.add_parser("transport", help="pip-only DDS between two processes: image and "
+                                          "joint state latency, throughput and loss")
+    transport.add_arguments(transport_parser)
+    transport_parser.set_defaults(run=transport.main)
     return parser
 
 
