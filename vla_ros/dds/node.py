@@ -14,6 +14,8 @@ One participant per process (`DdsGraph`), as rmw does; callbacks run one at a ti
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import threading
@@ -38,6 +40,27 @@ DISCOVERY_QOS = QosSpec(depth=1, transient_local=True)
 CLOCK_QOS = QosSpec(depth=1, reliable=False)  # rclpy's /clock subscription: best effort, keep last 1
 TAKE_BATCH = 64  # samples taken from a reader per wake-up
 IDLE_WAIT_S = 0.1  # the executor wakes at least this often (shutdown, timers added from other threads)
+
+
+# glibc serves allocations above 128 kB with a fresh mmap and returns them with munmap on free: every 0.9 MB image
+# (de)serialized then costs ~225 page faults (0.8 ms per copy measured here, against 0.08 ms from the heap).
+# Keeping such buffers in the heap makes a camera stream's steady state allocation-free at the OS level.
+LARGE_BUFFER_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for this setting
+LARGE_BUFFER_TRIM_THRESHOLD = 128 * 1024 * 1024  # keep up to this much freed heap before returning it to the OS
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)
+
+
+def keep_large_buffers_in_heap() -> bool:
+    """Tune glibc's malloc for large messages; False where it is not glibc (then nothing changes)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # musl, macOS: no mallopt
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, LARGE_BUFFER_TRIM_THRESHOLD))
 
 
 def ros_distro() -> str:
@@ -80,6 +103,7 @@ class DdsGraph:
 
     def __init__(self, domain_id: int | None = None, *, distro: str | None = None):
         self.domain_id = domain_id_from_env() if domain_id is None else domain_id
+        keep_large_buffers_in_heap()
         self.distro = distro or ros_distro()
         self.participant = DomainParticipant(self.domain_id, qos=Qos(Policy.Userdata(b"enclave=/;")))
         self._topics: dict[str, Topic] = {}
