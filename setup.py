@@ -49,6 +49,8 @@ setup(
         "policies": ["torch>=2.4", "transformers>=5.4,<6", "safetensors>=0.4", "tokenizers>=0.20"],
         # The pip-only ROS 2 backend (vla-ros run/sim without a ROS install): Cyclone DDS and message definitions.
         "dds": ["cyclonedds>=0.10.5", "rosbags>=0.10"],
+        # LeRobot v3 datasets (recording demonstrations, fine-tuning): parquet, AV1/H.264 video, PNG frames.
+        "datasets": ["pyarrow>=16", "imageio-ffmpeg>=0.4.9", "pillow>=9.1"],
         # Remote policies: `vla-ros serve` and ws:// specs (openpi's websocket protocol).
         "remote": ["websockets>=15.0", "msgpack>=1.0"],
         # test/test_remote_policy.py also uses `openpi-client`; install it with `pip install --no-deps
