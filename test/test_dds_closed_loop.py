@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("cyclonedds", reason="needs the cyclonedds wheel (pip install -e '.[dds]')")
 pytest.importorskip("rosbags", reason="needs rosbags (pip install -e '.[dds]')")
-pytest.importorskip("mujoco", reason="needs MuJoCo (pip install -e '.[sim]')")
+pytest.importorskip("vla_ros.sim.world", reason="needs MuJoCo (pip install -e '.[sim]')")  # sets MUJOCO_GL first
 pytest.importorskip("websockets", reason="needs websockets (pip install -e '.[remote]')")
 
 ROOT = Path(__file__).resolve().parents[1]

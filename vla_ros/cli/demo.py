@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -146,8 +147,12 @@ def episode_task(task_family: str, colors: tuple[str, ...], seed: int):
 
 
 def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipeline, settings: LoopSettings,
-                record_video: bool = False) -> EpisodeLog:
-    """Run one episode of `task` in `world` (reset with `seed`) until success or the task's time limit."""
+                record_video: bool = False, on_tick: Callable | None = None) -> EpisodeLog:
+    """Run one episode of `task` in `world` (reset with `seed`) until success or the task's time limit.
+
+    `on_tick(now, measured, command, images)`, if given, sees every control tick with the cameras rendered
+    (the demonstration recorder).
+    """
     world.reset(task, seed=seed)
     policy.reset(seed=seed)  # a stochastic policy samples the same noise for the same episode
     pipeline.reset(world.joint_positions())
@@ -162,7 +167,7 @@ def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipel
         control_now = now - waited_s
         measured = world.joint_positions()
         wants_chunk = in_flight is None and pipeline.needs_chunk(control_now)
-        images = world.render_cameras() if record_video or wants_chunk else {}
+        images = world.render_cameras() if record_video or wants_chunk or on_tick else {}
         overhead = 0.0
         if wants_chunk:
             observation = RobotObservation(stamp=control_now, joint_names=world.joint_names, joint_positions=measured,
@@ -205,6 +210,8 @@ def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipel
         log.measured.append(measured)
         if record_video:
             log.frames.append(_video_frame(images, task.instruction, now, success=log.success))
+        if on_tick is not None:
+            on_tick(now, measured, command, images)
         world.advance(period)
         if waiting:
             waited_s += period
@@ -216,12 +223,12 @@ def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipel
     return log
 
 
-def make_world(embodiment, colors: tuple[str, ...]):
-    """The simulated scene for `embodiment`, rendering its first camera's resolution."""
+def make_world(embodiment, colors: tuple[str, ...], camera_size: tuple[int, int] | None = None):
+    """The simulated scene for `embodiment`, rendering (height, width) or its first camera's resolution."""
     from vla_ros.sim.world import SimWorld
 
     camera = embodiment.cameras[0]
-    return SimWorld(embodiment.robot, camera_size=(camera.height, camera.width), colors=colors)
+    return SimWorld(embodiment.robot, camera_size=camera_size or (camera.height, camera.width), colors=colors)
 
 
 def parse_colors(text: str) -> tuple[str, ...]:

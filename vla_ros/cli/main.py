@@ -10,7 +10,7 @@ from vla_ros.core.errors import VlaRosError
 
 def build_parser() -> argparse.ArgumentParser:
     from vla_ros.bench import closed_loop, inference, overhead, transport
-    from vla_ros.cli import demo, nodes
+    from vla_ros.cli import demo, nodes, record
     from vla_ros.policies.remote import cli as serve
 
     parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.")
@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="serve a policy over openpi's websocket protocol")
     serve.add_arguments(serve_parser)
     serve_parser.set_defaults(run=serve.main)
+
+    record_parser = commands.add_parser("record", help="record demonstrations as a LeRobot v3 dataset")
+    record.add_arguments(record_parser)
+    record_parser.set_defaults(run=record.main)
 
     run_parser = commands.add_parser("run", help="the policy node, on rclpy or (no ROS installed) Cyclone DDS")
     nodes.add_run_arguments(run_parser)
