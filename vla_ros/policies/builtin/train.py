@@ -12,13 +12,14 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from vla_ros.core.features import STATE, TASK, image_key, image_mask_key
 from vla_ros.policies.builtin.collect import collect, load_shards
-from vla_ros.policies.builtin.recipe import CAMERA_KEYS, VOCABULARY, ModelRecipe, Recipe
+from vla_ros.policies.builtin.recipe import CAMERA_KEYS, VOCABULARY, ModelRecipe, Recipe, TrainRecipe
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 MAX_SHIFT_PX = 4  # random image translation: the few hundred episodes would otherwise be memorised pixel by pixel
@@ -84,6 +85,55 @@ def learning_rate(step: int, recipe) -> float:
         return recipe.learning_rate * (step + 1) / recipe.warmup_steps
     progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
     return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainRecipe, *, action_dim: int,
+             log: dict, start_step: int = 0, optimizer=None, checkpoint_every: int = 0,
+             on_checkpoint: Callable[[int], None] | None = None, progress=None):
+    """Flow-matching steps `start_step`..`train.steps` on the trainable parameters of `model`; returns the optimizer.
+
+    One robot per batch (its own normalization), robots taking turns. Appends the mean loss of every 50 steps to
+    log["loss"]; calls `on_checkpoint(step)` every `checkpoint_every` steps (not at the last).
+    """
+    import torch
+
+    model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(parameters, lr=train.learning_rate, weight_decay=train.weight_decay)
+    robots = sorted(batches)
+    started, running = time.perf_counter(), 0.0
+    for step in range(start_step, train.steps):
+        robot = robots[step % len(robots)]
+        observations, actions = batches[robot].sample(train.batch_size)
+        inputs = processors[robot].preprocess(observations)
+        targets = processors[robot].normalize_actions(actions)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, train)
+        losses = model.flow_matching_loss(**inputs, actions=targets)
+        loss = losses[:, :, :action_dim].mean()  # padded action dimensions carry no signal
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
+        optimizer.step()
+        running += loss.item()
+        if progress is not None:
+            progress.update(1)
+        if (step + 1) % 50 == 0:
+            elapsed = time.perf_counter() - started
+            log["loss"].append({"step": step + 1, "loss": running / 50, "seconds": round(elapsed, 1)})
+            message = f"step {step + 1}/{train.steps}  loss {running / 50:.4f}"
+            if progress is not None:
+                progress.set_postfix(loss=f"{running / 50:.4f}")
+            else:
+                print(f"{message}  {elapsed / (step + 1 - start_step):.2f} s/step", file=sys.stderr, flush=True)
+            running = 0.0
+        if on_checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < train.steps:
+            model.eval()
+            on_checkpoint(step + 1)
+            model.train()
+    model.eval()
+    return optimizer
 
 
 def build_config(model: ModelRecipe):
@@ -152,54 +202,31 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     processors = {robot: SmolVLAProcessor(config, stats, tokenizer, tokenizer_dir=tokenizer_dir)
                   for robot, stats in robot_stats.items()}
     default_processor = SmolVLAProcessor(config, all_stats, tokenizer, tokenizer_dir=tokenizer_dir)
-    model.train()
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=recipe.train.learning_rate, weight_decay=recipe.train.weight_decay)
+    log = {"recipe": recipe.to_dict(), "samples": {r: int((data["robot"] == r).sum()) for r in robots},
+           "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__, "loss": []}
+    print(f"training {log['parameters'] / 1e6:.2f}M parameters on {log['samples']} samples", file=sys.stderr)
     batches = {robot: Batches({k: v[data["robot"] == robot] for k, v in data.items()}, seed=recipe.train.seed + i,
                               task_weights=dict(recipe.train.task_weights),
                               early_samples=recipe.train.early_samples, early_weight=recipe.train.early_weight)
                for i, robot in enumerate(robots)}
-    action_dim = recipe.model.action_dim
-    log = {"recipe": recipe.to_dict(), "samples": {r: int((data["robot"] == r).sum()) for r in robots},
-           "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__, "loss": []}
-    print(f"training {log['parameters'] / 1e6:.2f}M parameters on {log['samples']} samples", file=sys.stderr)
+
+    def save_intermediate(step: int) -> None:
+        save_checkpoint(out_dir.with_name(f"{out_dir.name}_step{step}"), config, model, default_processor,
+                        robot_stats=robot_stats)
+
     train_started = time.perf_counter()
-    running = 0.0
-    for step in range(recipe.train.steps):
-        robot = robots[step % len(robots)]  # one robot per batch: its own normalization, alternating robots
-        observations, actions = batches[robot].sample(recipe.train.batch_size)
-        inputs = processors[robot].preprocess(observations)
-        targets = processors[robot].normalize_actions(actions)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, recipe.train)
-        losses = model.flow_matching_loss(**inputs, actions=targets)
-        loss = losses[:, :, :action_dim].mean()  # padded action dimensions carry no signal
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, recipe.train.grad_clip)
-        optimizer.step()
-        running += loss.item()
-        if (step + 1) % 50 == 0:
-            elapsed = time.perf_counter() - train_started
-            log["loss"].append({"step": step + 1, "loss": running / 50, "seconds": round(elapsed, 1)})
-            print(f"step {step + 1}/{recipe.train.steps}  loss {running / 50:.4f}  {elapsed / (step + 1):.2f} s/step",
-                  file=sys.stderr, flush=True)
-            running = 0.0
-        if eval_every and (step + 1) % eval_every == 0 and step + 1 < recipe.train.steps:
-            model.eval()
-            save_checkpoint(out_dir.with_name(f"{out_dir.name}_step{step + 1}"), config, model, default_processor,
-                            robot_stats=robot_stats)
-            model.train()
-    model.eval()
+    optimize(model, batches, processors, recipe.train, action_dim=recipe.model.action_dim, log=log,
+             checkpoint_every=eval_every, on_checkpoint=save_intermediate)
     log["train_seconds"] = round(time.perf_counter() - train_started, 1)
     log["collect_seconds"] = round(collect_s, 1)
     save_checkpoint(out_dir, config, model, default_processor, robot_stats=robot_stats)
     (out_dir / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
-    _plot_loss(log, out_dir / "training_loss.png")
+    plot_loss(log, out_dir / "training_loss.png",
+              title=f"built-in VLA, {log['parameters'] / 1e6:.2f}M parameters, {log['train_seconds'] / 60:.0f} min")
     return log
 
 
-def _plot_loss(log: dict, path: Path) -> None:
+def plot_loss(log: dict, path: Path, *, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +237,7 @@ def _plot_loss(log: dict, path: Path) -> None:
     axis.set_yscale("log")
     axis.set_xlabel("step")
     axis.set_ylabel("flow-matching loss")
-    axis.set_title(f"built-in VLA, {log['parameters'] / 1e6:.2f}M parameters, {log['train_seconds'] / 60:.0f} min")
+    axis.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
