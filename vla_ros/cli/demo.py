@@ -83,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed+i")
     parser.add_argument("--colors", default="red,green,blue", help="cube colours in the scene (comma-separated)")
+    parser.add_argument("--targets", help="colours the instructions name (comma-separated; default: all of --colors)")
     parser.add_argument("--merge", default=MergeStrategy.BLEND.value, choices=[m.value for m in MergeStrategy],
                         help="how a new chunk joins the queue; rtc needs a flow-matching policy (else replace)")
     parser.add_argument("--inference", default=InferenceMode.ASYNC.value, choices=[m.value for m in InferenceMode],
@@ -240,6 +241,7 @@ def run(args: argparse.Namespace) -> dict:
     settings = LoopSettings(inference=args.inference, added_latency_s=args.latency_ms / 1e3,
                             measure_latency=not args.no_measured_latency)
     colors = parse_colors(args.colors)
+    targets = parse_colors(args.targets) if args.targets else colors
     world = make_world(embodiment, colors)
     policy = make_policy(args.policy, embodiment=embodiment, world=world,
                          options=PolicyOptions(device=args.device, dtype=args.dtype))
@@ -258,7 +260,7 @@ def run(args: argparse.Namespace) -> dict:
     progress = progress_bar(args.episodes, disabled=args.no_progress)
     for index in range(args.episodes):
         seed = args.seed + index
-        task = episode_task(args.task, colors, seed)
+        task = episode_task(args.task, targets, seed)
         episodes.append(run_episode(world, task, seed=seed, policy=policy, pipeline=pipeline, settings=settings,
                                     record_video=index < args.video_episodes))
         progress.update(1)

@@ -11,6 +11,7 @@ from vla_ros.core.errors import VlaRosError
 def build_parser() -> argparse.ArgumentParser:
     from vla_ros.bench import closed_loop, inference, overhead, transport
     from vla_ros.cli import demo, nodes, record
+    from vla_ros.policies import finetune
     from vla_ros.policies.remote import cli as serve
 
     parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.")
@@ -23,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="serve a policy over openpi's websocket protocol")
     serve.add_arguments(serve_parser)
     serve_parser.set_defaults(run=serve.main)
+
+    finetune_parser = commands.add_parser("finetune", help="train a SmolVLA checkpoint further on a LeRobot dataset")
+    finetune.add_arguments(finetune_parser)
+    finetune_parser.set_defaults(run=finetune.main)
 
     record_parser = commands.add_parser("record", help="record demonstrations as a LeRobot v3 dataset")
     record.add_arguments(record_parser)

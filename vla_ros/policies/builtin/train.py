@@ -41,8 +41,9 @@ class Batches:
     """Random training batches, balanced over (robot, task) groups, as lists of policy observations + actions."""
 
     def __init__(self, data: dict[str, np.ndarray], seed: int, task_weights: dict[str, float], *,
-                 early_samples: int = 0, early_weight: float = 1.0):
+                 early_samples: int = 0, early_weight: float = 1.0, camera_keys: tuple[str, ...] = CAMERA_KEYS):
         self.data = data
+        self.camera_keys = camera_keys
         self.rng = np.random.default_rng(seed)
         task = np.array([text.split(" ")[0] for text in data["instruction"]])
         keys = np.char.add(np.char.add(data["robot"].astype(str), "/"), task)
@@ -59,7 +60,7 @@ class Batches:
         observations = []
         for i in indices:
             observation = {STATE: self.data["state"][i], TASK: str(self.data["instruction"][i])}
-            for key in CAMERA_KEYS:
+            for key in self.camera_keys:
                 observation[image_key(key)] = self._shifted(self.data[f"image_{key}"][i])
                 observation[image_mask_key(key)] = True
             observations.append(observation)
