@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("cyclonedds", reason="needs the cyclonedds wheel (pip install -e '.[dds]')")
@@ -38,7 +39,9 @@ def _free_port() -> int:
 def _vla_ros(*args: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG.as_uri(), "VLA_ROS_BACKEND": "dds", "MUJOCO_GL": "egl"}
     env.pop("ROS_DISTRO", None)
-    return subprocess.Popen([sys.executable, "-m", "vla_ros.cli.main", *args, "--domain-id", str(DOMAIN_ID)],
+    if "--domain-id" not in args:
+        args = (*args, "--domain-id", str(DOMAIN_ID))
+    return subprocess.Popen([sys.executable, "-m", "vla_ros.cli.main", *args],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
@@ -109,3 +112,45 @@ def test_sim_and_policy_node_close_the_loop_over_dds(listener, tmp_path):
             except subprocess.TimeoutExpired:
                 process.kill()
     assert run.returncode == 0, run_log.read_text()  # SIGTERM is a clean stop
+
+
+def test_recorder_records_the_running_loop_from_topics(monkeypatch, tmp_path):
+    """`vla-ros record` as a third node: frames from the topics, actions from the commands the policy node sends."""
+    pytest.importorskip("pyarrow", reason="needs pyarrow (pip install -e '.[datasets]')")
+    from vla_ros.cli.main import main
+    from vla_ros.datasets.lerobot import read_dataset, validate_dataset
+
+    monkeypatch.setenv("CYCLONEDDS_URI", LOOPBACK_CONFIG.as_uri())
+    domain = str(DOMAIN_ID + 1)
+    port = _free_port()
+    sim_log, run_log = tmp_path / "sim.log", tmp_path / "run.log"
+    sim = _vla_ros("sim", "--robot", "so101", "--instruction", "pick up the blue cube", "--seed", "4",
+                   "--camera-width", "160", "--camera-height", "120", "--serve-expert", str(port), "--domain-id",
+                   domain, log=sim_log)
+    processes = [sim]
+    try:
+        _wait_for_line(sim_log, "serving the scripted expert", sim, timeout_s=60)
+        processes.append(_vla_ros("run", "--robot", "so101", "--policy", f"ws://127.0.0.1:{port}", "--instruction",
+                                  "pick up the blue cube", "--use-sim-time", "--domain-id", domain, log=run_log))
+        out = tmp_path / "recorded"
+        assert main(["record", "--robot", "so101", "--instruction", "pick up the blue cube", "--episodes", "2",
+                     "--episode-seconds", "1.5", "--image-size", "60", "80", "--use-sim-time", "--backend", "dds",
+                     "--domain-id", domain, "--out", str(out)]) == 0
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    validate_dataset(out, joint_names=[*ARM_JOINTS, "gripper"], camera_keys=["front", "wrist"])
+    dataset = read_dataset(out)
+    assert len(dataset.episodes) == 2, (sim_log.read_text(), run_log.read_text())
+    for info in dataset.episodes:
+        episode = dataset.episode(info.index)
+        assert episode.task == "pick up the blue cube"
+        assert 15 <= len(episode) <= 50  # 1.5 s at 30 Hz, less the ticks before the first command arrived
+        assert np.abs(episode.state[-1] - episode.state[0]).max() > 0.05  # the arm moved while recording
+        assert np.abs(episode.action - episode.state).max(axis=1).mean() < 0.2  # commands lead the state closely
+        assert dataset.episode_frames(info.index, "front").shape == (len(episode), 60, 80, 3)

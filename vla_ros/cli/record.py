@@ -1,34 +1,50 @@
-"""`vla-ros record --sim`: demonstrations from the MuJoCo simulator's scripted expert, as a LeRobot v3 dataset.
+"""`vla-ros record`: demonstrations as a LeRobot v3 dataset, from a robot's ROS 2 topics or from the simulator.
 
 Every control tick of an episode becomes a frame: the measured joint positions (`observation.state`), the command
-sent to the controllers (`action`, absolute joint targets in the robot's units) and each camera's image, with the
-instruction as the task. Only successful episodes are kept; an interrupted run keeps the episodes already saved.
+sent to the controllers or a leader arm's positions (`action`, absolute joint targets in the robot's units) and
+each camera's image, with the instruction as the task. An interrupted run keeps the episodes already saved.
+
+- From topics (default): keyboard control (Enter starts and stops an episode, d discards it, q quits), or
+  `--episodes N --episode-seconds S` to record N episodes back to back; runs on rclpy or pip-only DDS.
+- `--sim`: the MuJoCo simulator's scripted expert; only successful episodes are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 from pathlib import Path
 
 from vla_ros.cli.demo import LoopSettings, episode_task, make_world, parse_colors, progress_bar, run_episode
 from vla_ros.core.embodiment import available_robots, load_embodiment
+from vla_ros.core.errors import ConfigError
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.factory import make_policy
+from vla_ros.ros.backend import BACKEND_CHOICES, choose_backend
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sim", action="store_true", required=True,
-                        help="record the simulator's scripted expert (recording from ROS topics: not yet)")
+    parser.add_argument("--sim", action="store_true", help="record the simulator's scripted expert, not topics")
     parser.add_argument("--robot", default="so101", help=f"simulated robot ({', '.join(available_robots())})")
     parser.add_argument("--task", choices=sorted(TASK_TEMPLATES), default="touch", help="task family")
     parser.add_argument("--colors", default="red,green,blue", help="cube colours in the scene (comma-separated)")
     parser.add_argument("--targets", help="colours the instructions name (default: all of --colors)")
-    parser.add_argument("--episodes", type=int, default=20, help="successful episodes to record")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes to record (--sim: successful ones)")
+    parser.add_argument("--instruction", help="topics: the task of the episodes (the instruction demonstrated)")
+    parser.add_argument("--episode-seconds", type=float, default=0.0,
+                        help="topics: record --episodes episodes of this length back to back (0: keyboard control)")
+    parser.add_argument("--leader-topic", default="", help="topics: a leader arm's JointState topic as the action "
+                        "(default: the commands on the robot's joint_trajectory topics)")
+    parser.add_argument("--use-sim-time", action="store_true", help="topics: follow /clock (simulators)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help="topics: rclpy or dds")
+    parser.add_argument("--domain-id", type=int, help="topics: ROS_DOMAIN_ID")
     parser.add_argument("--seed", type=int, default=5000, help="layout seed of the first episode")
-    parser.add_argument("--image-size", type=int, nargs=2, default=[120, 160], metavar=("H", "W"),
-                        help="rendered camera size (policies resize anyway; small is fast to render)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="recorded image size (--sim default 120 160, small is fast to render; topics default: "
+                             "each camera's size in the robot config)")
     parser.add_argument("--out", type=Path, required=True, help="dataset folder (appends if it exists)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -39,7 +55,7 @@ def record(args: argparse.Namespace) -> dict:
     embodiment = load_embodiment(args.robot)
     colors = parse_colors(args.colors)
     targets = parse_colors(args.targets) if args.targets else colors
-    height, width = args.image_size
+    height, width = args.image_size or (120, 160)
     world = make_world(embodiment, colors, camera_size=(height, width))
     policy = make_policy("expert", embodiment=embodiment, world=world)
     pipeline = ActionPipeline(embodiment, policy.metadata.features, PipelineConfig())
@@ -74,7 +90,95 @@ def record(args: argparse.Namespace) -> dict:
     return {"dataset": str(args.out), "episodes_saved": len(saved), "attempts": attempts, "fps": fps}
 
 
+def record_topics(args: argparse.Namespace) -> dict:
+    """Episodes from the robot's topics, controlled from the keyboard or timed."""
+    from vla_ros.core.recording import EpisodeRecorder
+    from vla_ros.datasets.lerobot import LeRobotDatasetWriter
+    from vla_ros.ros.recorder_core import NODE_NAME, RecorderCore
+
+    if not args.instruction:
+        raise ConfigError("--instruction is required: the task the episodes demonstrate")
+    embodiment = load_embodiment(args.robot)
+    sizes = {c.name: tuple(args.image_size) if args.image_size else (c.height, c.width) for c in embodiment.cameras}
+    writer = LeRobotDatasetWriter(
+        args.out, fps=round(1.0 / embodiment.control_period_s), robot_type=embodiment.robot,
+        state_names=list(embodiment.joint_names), action_names=list(embodiment.joint_names), cameras=sizes)
+    recorder = EpisodeRecorder(embodiment, writer, image_sizes=sizes)
+    node, backend, spin, stop = _node(NODE_NAME, args)
+    core = RecorderCore(node, backend, embodiment, recorder, leader_topic=args.leader_topic)
+    print(f"recording {embodiment.robot} into {args.out}: action from {core.action_source}", file=sys.stderr)
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        if args.episode_seconds > 0:
+            _timed_episodes(recorder, args)
+        else:
+            _keyboard(recorder, args)
+    finally:
+        if recorder.status().recording:
+            recorder.discard()  # an episode cut short is not a demonstration
+        stop()
+        thread.join(timeout=5.0)
+        writer.close()
+    status = recorder.status()
+    return {"dataset": str(args.out), "episodes_saved": status.episodes_saved, "attempts": status.episodes_saved,
+            "skipped_ticks": status.skipped}
+
+
+def _timed_episodes(recorder, args: argparse.Namespace) -> None:
+    for _ in range(args.episodes):
+        recorder.start(args.instruction)
+        time.sleep(args.episode_seconds)
+        index = recorder.stop()
+        print(f"episode {index} saved" if index is not None else "no frame recorded: check the topics "
+              f"({recorder.status().skipped})", file=sys.stderr)
+
+
+def _keyboard(recorder, args: argparse.Namespace) -> None:
+    print("Enter: start/stop an episode   d Enter: discard it   q Enter: quit", file=sys.stderr)
+    while recorder.status().episodes_saved < args.episodes:
+        command = sys.stdin.readline()
+        if not command or command.strip() == "q":
+            return
+        status = recorder.status()
+        if command.strip() == "d" and status.recording:
+            recorder.discard()
+            print("episode discarded", file=sys.stderr)
+        elif status.recording:
+            index = recorder.stop()
+            print(f"episode {index} saved ({status.frames} frames)" if index is not None else "no frame: not saved",
+                  file=sys.stderr)
+        else:
+            recorder.start(args.instruction)
+            print(f"recording '{args.instruction}'... (Enter to stop)", file=sys.stderr)
+
+
+def _node(name: str, args: argparse.Namespace):
+    """(node, backend, spin, stop) on the chosen middleware."""
+    from vla_ros.ros.backend import dds_backend, rclpy_backend
+
+    if choose_backend(args.backend) == "rclpy":
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
+
+        rclpy.init(domain_id=args.domain_id) if args.domain_id is not None else rclpy.init()
+        node = rclpy.create_node(name, parameter_overrides=[Parameter("use_sim_time", value=args.use_sim_time)])
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+
+        def stop() -> None:
+            executor.shutdown()
+            node.destroy_node()
+            rclpy.try_shutdown()
+        return node, rclpy_backend(), executor.spin, stop
+    from vla_ros.dds.node import DdsGraph, DdsNode
+
+    node = DdsNode(name, DdsGraph(args.domain_id), use_sim_time=args.use_sim_time)
+    return node, dds_backend(), node.spin, node.destroy_node
+
+
 def main(args: argparse.Namespace) -> int:
-    result = record(args)
+    result = record(args) if args.sim else record_topics(args)
     print(f"recorded {result['episodes_saved']} episodes ({result['attempts']} attempted) into {result['dataset']}")
     return 0
