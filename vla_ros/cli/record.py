@@ -7,6 +7,7 @@ each camera's image, with the instruction as the task. An interrupted run keeps 
 - From topics (default): keyboard control (Enter starts and stops an episode, d discards it, q quits), or
   `--episodes N --episode-seconds S` to record N episodes back to back; runs on rclpy or pip-only DDS.
 - `--sim`: the MuJoCo simulator's scripted expert; only successful episodes are kept.
+- `--from-bag BAG...`: rosbag2 (sqlite3, mcap) or ROS 1 bags, one episode each, through the same recorder.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from vla_ros.sim.tasks import TASK_TEMPLATES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true", help="record the simulator's scripted expert, not topics")
+    parser.add_argument("--from-bag", type=Path, nargs="+", metavar="BAG", help="convert bags, one episode each")
     parser.add_argument("--robot", default="so101", help=f"simulated robot ({', '.join(available_robots())})")
     parser.add_argument("--task", choices=sorted(TASK_TEMPLATES), default="touch", help="task family")
     parser.add_argument("--colors", default="red,green,blue", help="cube colours in the scene (comma-separated)")
@@ -50,8 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def record(args: argparse.Namespace) -> dict:
-    from vla_ros.datasets.lerobot import LeRobotDatasetWriter
-
     embodiment = load_embodiment(args.robot)
     colors = parse_colors(args.colors)
     targets = parse_colors(args.targets) if args.targets else colors
@@ -60,10 +60,7 @@ def record(args: argparse.Namespace) -> dict:
     policy = make_policy("expert", embodiment=embodiment, world=world)
     pipeline = ActionPipeline(embodiment, policy.metadata.features, PipelineConfig())
     settings = LoopSettings()
-    fps = round(1.0 / embodiment.control_period_s)
-    writer = LeRobotDatasetWriter(
-        args.out, fps=fps, robot_type=embodiment.robot, state_names=list(embodiment.joint_names),
-        action_names=list(embodiment.joint_names), cameras={c.name: (height, width) for c in embodiment.cameras})
+    writer = _writer(args.out, embodiment, {c.name: (height, width) for c in embodiment.cameras})
     saved, attempts = [], 0
     progress = progress_bar(args.episodes, disabled=args.no_progress)
     try:
@@ -87,22 +84,19 @@ def record(args: argparse.Namespace) -> dict:
     finally:
         progress.close()
         writer.close()
-    return {"dataset": str(args.out), "episodes_saved": len(saved), "attempts": attempts, "fps": fps}
+    return {"dataset": str(args.out), "episodes_saved": len(saved), "attempts": attempts}
 
 
 def record_topics(args: argparse.Namespace) -> dict:
     """Episodes from the robot's topics, controlled from the keyboard or timed."""
     from vla_ros.core.recording import EpisodeRecorder
-    from vla_ros.datasets.lerobot import LeRobotDatasetWriter
     from vla_ros.ros.recorder_core import NODE_NAME, RecorderCore
 
     if not args.instruction:
         raise ConfigError("--instruction is required: the task the episodes demonstrate")
     embodiment = load_embodiment(args.robot)
     sizes = {c.name: tuple(args.image_size) if args.image_size else (c.height, c.width) for c in embodiment.cameras}
-    writer = LeRobotDatasetWriter(
-        args.out, fps=round(1.0 / embodiment.control_period_s), robot_type=embodiment.robot,
-        state_names=list(embodiment.joint_names), action_names=list(embodiment.joint_names), cameras=sizes)
+    writer = _writer(args.out, embodiment, sizes)
     recorder = EpisodeRecorder(embodiment, writer, image_sizes=sizes)
     node, backend, spin, stop = _node(NODE_NAME, args)
     core = RecorderCore(node, backend, embodiment, recorder, leader_topic=args.leader_topic)
@@ -123,6 +117,46 @@ def record_topics(args: argparse.Namespace) -> dict:
     status = recorder.status()
     return {"dataset": str(args.out), "episodes_saved": status.episodes_saved, "attempts": status.episodes_saved,
             "skipped_ticks": status.skipped}
+
+
+def record_bags(args: argparse.Namespace) -> dict:
+    from vla_ros.core.recording import EpisodeRecorder
+    from vla_ros.datasets.bags import convert_bag
+    from vla_ros.ros.recorder_core import RecorderInputs
+
+    if not args.instruction:
+        raise ConfigError("--instruction is required: the task the bags demonstrate")
+    embodiment = load_embodiment(args.robot)
+    sizes = {c.name: tuple(args.image_size) if args.image_size else (c.height, c.width) for c in embodiment.cameras}
+    writer = _writer(args.out, embodiment, sizes)
+    recorder = EpisodeRecorder(embodiment, writer, image_sizes=sizes)
+    inputs = RecorderInputs(embodiment, recorder, _StderrLogger(), leader_topic=args.leader_topic)
+    saved = []
+    try:
+        for bag in args.from_bag:
+            index = convert_bag(bag, inputs, recorder, instruction=args.instruction,
+                                control_period_s=embodiment.control_period_s)
+            print(f"{bag}: " + (f"episode {index}" if index is not None else
+                                f"no frame ({recorder.status().skipped}): nothing saved"), file=sys.stderr)
+            if index is not None:
+                saved.append(index)
+    finally:
+        writer.close()
+    return {"dataset": str(args.out), "episodes_saved": len(saved), "attempts": len(args.from_bag),
+            "dropped": inputs.dropped}
+
+
+class _StderrLogger:
+    def warning(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _writer(out: Path, embodiment, sizes):
+    from vla_ros.datasets.lerobot import LeRobotDatasetWriter
+
+    return LeRobotDatasetWriter(
+        out, fps=round(1.0 / embodiment.control_period_s), robot_type=embodiment.robot,
+        state_names=list(embodiment.joint_names), action_names=list(embodiment.joint_names), cameras=sizes)
 
 
 def _timed_episodes(recorder, args: argparse.Namespace) -> None:
@@ -179,6 +213,6 @@ def _node(name: str, args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    result = record(args) if args.sim else record_topics(args)
+    result = record(args) if args.sim else record_bags(args) if args.from_bag else record_topics(args)
     print(f"recorded {result['episodes_saved']} episodes ({result['attempts']} attempted) into {result['dataset']}")
     return 0

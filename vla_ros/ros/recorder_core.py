@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vla_ros.core.embodiment import CommandInterface, EmbodimentConfig, ImageTransport, OutputSpec
+from vla_ros.core.embodiment import CommandInterface, EmbodimentConfig, ImageTransport
 from vla_ros.core.errors import ObservationError
 from vla_ros.core.recording import EpisodeRecorder
 from vla_ros.core.trajectory import TrajectoryError
@@ -28,40 +28,28 @@ from vla_ros.ros.convert import (
 NODE_NAME = "vla_recorder"
 
 
-class RecorderCore:
-    def __init__(self, node: Any, backend: Backend, embodiment: EmbodimentConfig, recorder: EpisodeRecorder, *,
-                 leader_topic: str = ""):
-        self.node, self.msg, self.embodiment, self.recorder = node, backend.msg, embodiment, recorder
-        self.logger = node.get_logger()
-        self.dropped: dict[str, int] = {}
-        msg, qos = self.msg, backend.qos
-        for source in embodiment.ros.joint_state_topics:
-            node.create_subscription(msg.JointState, source.topic,
-                                     lambda m, s=source: self._on_joint_state(s.topic, s.prefix, m), qos.sensor_data)
-        for camera in embodiment.cameras:
-            compressed = camera.transport is ImageTransport.COMPRESSED
-            node.create_subscription(msg.CompressedImage if compressed else msg.Image, embodiment.camera_topic(camera),
-                                     lambda m, c=camera.name, z=compressed: self._on_image(c, m, z), qos.sensor_data)
-        if leader_topic:
-            node.create_subscription(msg.JointState, leader_topic, lambda m: self._on_leader(leader_topic, m),
-                                     qos.sensor_data)
-            self.action_source = f"leader arm on {leader_topic}"
-        else:
-            watched = [o for o in embodiment.outputs if o.interface is CommandInterface.JOINT_TRAJECTORY]
-            for output in watched:
-                node.create_subscription(msg.JointTrajectory, output.name,
-                                         lambda m, o=output: self._on_command(o, m), qos.command)
-            unwatched = [o.name for o in embodiment.outputs if o not in watched]
-            if unwatched:
-                self.logger.warning(f"commands on {unwatched} are actions, which cannot be listened to: record with a "
-                                    "leader arm (--leader-topic) or command those joints by joint_trajectory topics")
-            self.action_source = "commands on " + ", ".join(o.name for o in watched)
-        self._status_pub = node.create_publisher(msg.String, "~/status", qos.default)
-        node.create_timer(embodiment.control_period_s, self._on_tick)
-        node.create_timer(1.0, self.publish_status)
+class RecorderInputs:
+    """Messages -> `EpisodeRecorder`, by topic: the same handling for live topics and for bag files.
 
-    def _now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
+    A bad message is dropped, counted per topic and logged once; recording goes on.
+    """
+
+    def __init__(self, embodiment: EmbodimentConfig, recorder: EpisodeRecorder, logger: Any, *,
+                 leader_topic: str = ""):
+        self.embodiment, self.recorder, self.logger = embodiment, recorder, logger
+        self.dropped: dict[str, int] = {}
+        self.joint_state_topics = {s.topic: s.prefix for s in embodiment.ros.joint_state_topics}
+        self.camera_topics = {embodiment.camera_topic(c): (c.name, c.transport is ImageTransport.COMPRESSED)
+                              for c in embodiment.cameras}
+        self.leader_topic = leader_topic
+        self.command_topics = {} if leader_topic else {
+            o.name: o for o in embodiment.outputs if o.interface is CommandInterface.JOINT_TRAJECTORY}
+        unwatched = [o.name for o in embodiment.outputs if not leader_topic and o.name not in self.command_topics]
+        if unwatched:
+            logger.warning(f"commands on {unwatched} are actions, which cannot be listened to: record with a leader "
+                           "arm (--leader-topic) or command those joints by joint_trajectory topics")
+        self.action_source = (f"leader arm on {leader_topic}" if leader_topic
+                              else "commands on " + ", ".join(self.command_topics))
 
     def _drop(self, source: str, error: Exception) -> None:
         count = self.dropped[source] = self.dropped.get(source, 0) + 1
@@ -69,14 +57,16 @@ class RecorderCore:
             self.logger.warning(f"dropped a message from {source}: {error} (further drops are only counted, see "
                                 "~/status)")
 
-    def _on_joint_state(self, topic: str, prefix: str, msg) -> None:
+    def on_joint_state(self, topic: str, msg) -> None:
         try:
             stamp, names, positions = joint_state_from_msg(msg)
+            prefix = self.joint_state_topics[topic]
             self.recorder.add_joint_state(topic, stamp, [prefix + n for n in names], positions)
         except ObservationError as exc:
             self._drop(topic, exc)
 
-    def _on_image(self, camera: str, msg, compressed: bool) -> None:
+    def on_image(self, topic: str, msg) -> None:
+        camera, compressed = self.camera_topics[topic]
         try:
             decode = image_from_compressed_msg if compressed else image_from_msg
             image = decode(msg, source=f"camera '{camera}'")
@@ -84,7 +74,8 @@ class RecorderCore:
         except ObservationError as exc:
             self._drop(f"camera '{camera}'", exc)
 
-    def _on_command(self, output: OutputSpec, msg) -> None:
+    def on_command(self, topic: str, msg) -> None:
+        output = self.command_topics[topic]
         try:
             trajectory = trajectory_from_msg(msg)
             names = [output.prefix + name for name in trajectory.joint_names]
@@ -93,15 +84,39 @@ class RecorderCore:
         except (ObservationError, TrajectoryError) as exc:
             self._drop(output.name, exc)
 
-    def _on_leader(self, topic: str, msg) -> None:
+    def on_leader(self, topic: str, msg) -> None:
         try:
             _, names, positions = joint_state_from_msg(msg)
             self.recorder.add_action(list(names), positions, source=topic)
         except ObservationError as exc:
             self._drop(topic, exc)
 
+
+class RecorderCore:
+    def __init__(self, node: Any, backend: Backend, embodiment: EmbodimentConfig, recorder: EpisodeRecorder, *,
+                 leader_topic: str = ""):
+        self.node, self.msg, self.recorder = node, backend.msg, recorder
+        self.inputs = inputs = RecorderInputs(embodiment, recorder, node.get_logger(), leader_topic=leader_topic)
+        self.action_source = inputs.action_source
+        msg, qos = self.msg, backend.qos
+        for topic in inputs.joint_state_topics:
+            node.create_subscription(msg.JointState, topic, lambda m, t=topic: inputs.on_joint_state(t, m),
+                                     qos.sensor_data)
+        for topic, (_, compressed) in inputs.camera_topics.items():
+            node.create_subscription(msg.CompressedImage if compressed else msg.Image, topic,
+                                     lambda m, t=topic: inputs.on_image(t, m), qos.sensor_data)
+        if leader_topic:
+            node.create_subscription(msg.JointState, leader_topic, lambda m: inputs.on_leader(leader_topic, m),
+                                     qos.sensor_data)
+        for topic in inputs.command_topics:
+            node.create_subscription(msg.JointTrajectory, topic, lambda m, t=topic: inputs.on_command(t, m),
+                                     qos.command)
+        self._status_pub = node.create_publisher(msg.String, "~/status", qos.default)
+        node.create_timer(embodiment.control_period_s, self._on_tick)
+        node.create_timer(1.0, self.publish_status)
+
     def _on_tick(self) -> None:
-        now = self._now()
+        now = self.node.get_clock().now().nanoseconds * 1e-9
         if now > 0.0:  # use_sim_time before the first /clock message
             self.recorder.tick(now)
 
@@ -109,4 +124,5 @@ class RecorderCore:
         status = self.recorder.status()
         self._status_pub.publish(self.msg.String(data=json.dumps({
             "recording": status.recording, "task": status.task, "frames": status.frames,
-            "episodes_saved": status.episodes_saved, "skipped_ticks": status.skipped, "dropped": self.dropped})))
+            "episodes_saved": status.episodes_saved, "skipped_ticks": status.skipped,
+            "dropped": self.inputs.dropped})))
