@@ -136,6 +136,23 @@ def test_recorder_records_the_running_loop_from_topics(monkeypatch, tmp_path):
         assert main(["record", "--robot", "so101", "--instruction", "pick up the blue cube", "--episodes", "2",
                      "--episode-seconds", "1.5", "--image-size", "60", "80", "--use-sim-time", "--backend", "dds",
                      "--domain-id", domain, "--out", str(out)]) == 0
+        # The keyboard: start, discard, start again, stop (saved: a third episode), quit.
+        keyboard_log = tmp_path / "keyboard.log"
+        keyboard = subprocess.Popen(
+            [sys.executable, "-m", "vla_ros.cli.main", "record", "--robot", "so101", "--instruction",
+             "pick up the blue cube", "--image-size", "60", "80", "--use-sim-time", "--backend", "dds",
+             "--domain-id", domain, "--out", str(out)], stdin=subprocess.PIPE, stdout=keyboard_log.open("w"),
+            stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env={**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG.as_uri()})
+        processes.append(keyboard)
+        _wait_for_line(keyboard_log, "Enter: start/stop", keyboard, timeout_s=30)
+        for keys, pause_s in (("\n", 0.8), ("d\n", 0.3), ("\n", 1.5), ("\n", 0.5), ("q\n", 0.0)):
+            keyboard.stdin.write(keys)
+            keyboard.stdin.flush()
+            time.sleep(pause_s)
+        assert keyboard.wait(timeout=30) == 0, keyboard_log.read_text()
+        log = keyboard_log.read_text()
+        assert "episode discarded" in log and "episode 2 saved" in log, log
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -146,11 +163,12 @@ def test_recorder_records_the_running_loop_from_topics(monkeypatch, tmp_path):
                 process.kill()
     validate_dataset(out, joint_names=[*ARM_JOINTS, "gripper"], camera_keys=["front", "wrist"])
     dataset = read_dataset(out)
-    assert len(dataset.episodes) == 2, (sim_log.read_text(), run_log.read_text())
+    assert len(dataset.episodes) == 3, (sim_log.read_text(), run_log.read_text())
     for info in dataset.episodes:
         episode = dataset.episode(info.index)
         assert episode.task == "pick up the blue cube"
         assert 15 <= len(episode) <= 50  # 1.5 s at 30 Hz, less the ticks before the first command arrived
         assert np.abs(episode.state[-1] - episode.state[0]).max() > 0.05  # the arm moved while recording
-        assert np.abs(episode.action - episode.state).max(axis=1).mean() < 0.2  # commands lead the state closely
+        # Arm commands lead the arm closely (the gripper is commanded shut on the cube it cannot close through).
+        assert np.abs(episode.action[:, :5] - episode.state[:, :5]).max(axis=1).mean() < 0.2
         assert dataset.episode_frames(info.index, "front").shape == (len(episode), 60, 80, 3)

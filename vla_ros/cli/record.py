@@ -170,6 +170,26 @@ def _timed_episodes(recorder, args: argparse.Namespace) -> None:
 
 def _keyboard(recorder, args: argparse.Namespace) -> None:
     print("Enter: start/stop an episode   d Enter: discard it   q Enter: quit", file=sys.stderr)
+    done = threading.Event()
+    threading.Thread(target=_show_progress, args=(recorder, args.episodes, done), daemon=True).start()
+    try:
+        _keyboard_commands(recorder, args)
+    finally:
+        done.set()
+
+
+def _show_progress(recorder, episodes: int, done: threading.Event) -> None:
+    """One status line, rewritten twice a second while an episode records."""
+    while not done.wait(0.5):
+        status = recorder.status()
+        if status.recording:
+            skipped = sum(status.skipped.values())
+            print(f"\r● episode {status.episodes_saved + 1}/{episodes}: {status.frames} frames"
+                  + (f", {skipped} ticks skipped (see ~/status)" if skipped else "") + "   ", end="", file=sys.stderr,
+                  flush=True)
+
+
+def _keyboard_commands(recorder, args: argparse.Namespace) -> None:
     while recorder.status().episodes_saved < args.episodes:
         command = sys.stdin.readline()
         if not command or command.strip() == "q":
@@ -177,10 +197,10 @@ def _keyboard(recorder, args: argparse.Namespace) -> None:
         status = recorder.status()
         if command.strip() == "d" and status.recording:
             recorder.discard()
-            print("episode discarded", file=sys.stderr)
+            print("\nepisode discarded", file=sys.stderr)
         elif status.recording:
             index = recorder.stop()
-            print(f"episode {index} saved ({status.frames} frames)" if index is not None else "no frame: not saved",
+            print(f"\nepisode {index} saved ({status.frames} frames)" if index is not None else "\nno frame: not saved",
                   file=sys.stderr)
         else:
             recorder.start(args.instruction)
