@@ -9,7 +9,7 @@ from vla_ros.core.errors import VlaRosError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vla_ros.bench import closed_loop, inference, overhead, transport
+    from vla_ros.bench import closed_loop, inference, overhead, soak, transport
     from vla_ros.cli import demo, nodes, record
     from vla_ros.policies import finetune
     from vla_ros.policies.remote import cli as serve
@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "joint state latency, throughput and loss")
     transport.add_arguments(transport_parser)
     transport_parser.set_defaults(run=transport.main)
+    soak_parser = benches.add_parser("soak", help="the policy node's logic driving the simulator in real time for "
+                                     "a long time: memory growth and missed control deadlines")
+    soak.add_arguments(soak_parser)
+    soak_parser.set_defaults(run=soak.main)
     return parser
 
 
