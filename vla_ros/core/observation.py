@@ -487,17 +487,9 @@ class ObservationAssembler:
                                          f"{', '.join(ahead)}; the publishers' clocks and this node's disagree "
                                          "(use_sim_time set on some nodes only?)")
 
-        if cfg.joint_state_timeout_s is not None:
-            ages = now - self._stamps
-            stale: dict[str, list[str]] = {}
-            for name, age, topic in zip(cfg.joint_names, ages, self._sources, strict=True):
-                if age > cfg.joint_state_timeout_s:
-                    stale.setdefault(topic, []).append(name)
-            if stale:
-                parts = [f"joint state from '{topic}' is {max(ages[self._index[n]] for n in names):.3f} s old "
-                         f"(joints {names})" for topic, names in stale.items()]
-                timeout = f" (joint_state_timeout_s {cfg.joint_state_timeout_s})"
-                return _Hold("stale_joint_state", "; ".join(parts) + timeout)
+        stale = self._stale_joints(now)
+        if stale:
+            return _Hold("stale_joint_state", stale)
 
         if cfg.camera_timeout_s is not None:
             stale_cameras = [f"camera '{camera}' is {now - self._latest[camera]:.3f} s old" for camera in cfg.cameras
@@ -528,6 +520,26 @@ class ObservationAssembler:
         if isinstance(positions, _Hold):
             return positions
         return t_ref, positions, images
+
+    def stale_joints(self, now: float) -> str:
+        """Which joints' values are older than joint_state_timeout_s at `now`, in words; "" if none."""
+        with self._lock:
+            return self._stale_joints(self._now(now))
+
+    def _stale_joints(self, now: float) -> str:
+        cfg = self.config
+        if cfg.joint_state_timeout_s is None:
+            return ""
+        ages = now - self._stamps
+        stale: dict[str, list[str]] = {}
+        for name, age, topic in zip(cfg.joint_names, ages, self._sources, strict=True):
+            if age > cfg.joint_state_timeout_s:
+                stale.setdefault(topic, []).append(name)
+        if not stale:
+            return ""
+        parts = [f"joint state from '{topic}' is {max(ages[self._index[n]] for n in names):.3f} s old "
+                 f"(joints {names})" for topic, names in stale.items()]
+        return "; ".join(parts) + f" (joint_state_timeout_s {cfg.joint_state_timeout_s})"
 
     def _positions_at(self, t: float) -> np.ndarray | _Hold:
         """The merged joint state at `t`, read from the history (see the module's definitions)."""

@@ -134,18 +134,18 @@ class PolicyRunner:
                     self._worker.submit(batch, request)
                     self.previews.policy_input = batch
             command = self.pipeline.step(now, measured=measured, observation_stamp=now - age)
-            reason = "paused" if self.paused else self._hold_reason(command)
+            reason = "paused" if self.paused else self._hold_reason(command, now)
             return self._hold(command, reason)
 
     def _hold(self, command: Command | None, reason: str) -> TickResult:
         self.last_hold_reason = reason
         return TickResult(command=command, hold_reason=reason)
 
-    def _hold_reason(self, command: Command) -> str:
+    def _hold_reason(self, command: Command, now: float) -> str:
         if not command.report.held:
             return ""
         if "stale_observation_hold" in command.report.interventions:
-            return "joint states are stale"
+            return self.assembler.stale_joints(now) or "joint states are stale"
         if "no_action_hold" in command.report.interventions:
             return self.assembler.last_hold_reason or "waiting for the policy"
         return ", ".join(command.report.interventions)

@@ -17,6 +17,7 @@ from vla_ros.core.features import IMAGES_PREFIX
 from vla_ros.core.pipeline import Command, PipelineConfig
 from vla_ros.core.runner import PolicyRunner
 from vla_ros.core.scheduler import MergeStrategy
+from vla_ros.policies.base import Policy
 from vla_ros.policies.factory import DEFAULT_POLICY, PolicyOptions, make_policy
 from vla_ros.ros.backend import Backend
 from vla_ros.ros.convert import (
@@ -89,8 +90,11 @@ class PolicyNodeCore:
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
-    def configure(self, parameters: dict[str, Any]) -> None:
-        """Load the robot and the policy and create the publishers; a VlaRosError says what is wrong."""
+    def configure(self, parameters: dict[str, Any], *, policy: Policy | None = None) -> None:
+        """Load the robot and the policy and create the publishers; a VlaRosError says what is wrong.
+
+        `policy`: an already built policy (a Python program embedding the node) instead of the `policy` spec.
+        """
         unknown = sorted(set(parameters) - set(PARAMETERS))
         if unknown:
             raise ConfigError(f"unknown policy node parameters {unknown}; known: {sorted(PARAMETERS)}")
@@ -98,8 +102,9 @@ class PolicyNodeCore:
         p = self.parameters
         self.embodiment = load_embodiment(p["robot"])
         outputs = self._outputs_spec()  # before loading a model: a config error fails fast
-        options = PolicyOptions(device=p["device"], dtype=p["dtype"])
-        policy = make_policy(p["policy"], embodiment=self.embodiment, world=self._world, options=options)
+        if policy is None:
+            options = PolicyOptions(device=p["device"], dtype=p["dtype"])
+            policy = make_policy(p["policy"], embodiment=self.embodiment, world=self._world, options=options)
         threshold = p["refill_threshold_steps"]
         config = PipelineConfig(merge=MergeStrategy(p["merge"]), dry_run=p["dry_run"],
                                 refill_threshold_steps=None if threshold < 0 else threshold)
