@@ -136,7 +136,7 @@ def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config:
             raise ConfigError(f"{resume_dir} was written with other settings ({state['config']}): resume with the same "
                               "settings, or fine-tune into a new --out")
         model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
-        optimizer.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=True))  # no pickled code
+        optimizer.load_state_dict(_optimizer_state_from_files(resume_dir))
         start_step, log["loss"] = state["step"], state["loss"]
         print(f"resuming from step {start_step} ({resume_dir})", file=sys.stderr)
 
@@ -144,7 +144,7 @@ def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config:
         resume_dir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
                   str(resume_dir / "model.safetensors"))
-        torch.save(optimizer.state_dict(), resume_dir / "optimizer.pt")
+        _optimizer_state_to_files(optimizer.state_dict(), resume_dir)
         # state.json last: a resume point is complete once it exists
         (resume_dir / "state.json").write_text(json.dumps({"step": step, "config": asdict(config),
                                                            "loss": log["loss"]}), encoding="utf-8")
@@ -170,6 +170,34 @@ def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config:
     plot_loss(log, out_dir / "finetune_loss.png",
               title=f"fine-tuning on {dataset_dir.name}, {log['trainable_parameters'] / 1e6:.2f}M trainable")
     return log
+
+
+def _optimizer_state_to_files(state: dict, directory: Path) -> None:
+    """An optimizer state_dict as safetensors (its tensors) plus JSON (the rest): nothing is pickled."""
+    from safetensors.torch import save_file
+
+    tensors, scalars = {}, {}
+    for parameter, values in state["state"].items():
+        for name, value in values.items():
+            key = f"{parameter}.{name}"
+            if hasattr(value, "shape"):
+                tensors[key] = value.detach().contiguous()
+            else:
+                scalars[key] = value
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}),
+                                              encoding="utf-8")
+
+
+def _optimizer_state_from_files(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "optimizer.json").read_text(encoding="utf-8"))
+    state: dict[int, dict] = {}
+    for key, value in [*load_file(str(directory / "optimizer.safetensors")).items(), *meta["scalars"].items()]:
+        parameter, name = key.split(".", 1)
+        state.setdefault(int(parameter), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def _progress(total: int, done: int):
