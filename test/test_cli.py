@@ -47,9 +47,14 @@ def test_unknown_robot_is_an_operator_error(capsys):
     assert "unknown robot 'so10'" in capsys.readouterr().err
 
 
-def test_bench_overhead_prints_json(capsys):
-    assert main(["bench", "overhead", "--steps", "30", "--cameras", "1", "3"]) == 0
+def test_bench_overhead_prints_json(capsys, tmp_path):
+    assert main(["bench", "overhead", "--steps", "30", "--cameras", "1", "3", "--compare", "--out", str(tmp_path)]) == 0
     results = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "overhead_panda.png").is_file()
+    for comparison in results["side_by_side"]:
+        assert set(comparison["per_tick_ms"]) == {"vla_ros", "prepare_every_tick", "straightforward"}
+        assert all(s["count"] == 30 and s["mean"] > 0 for s in comparison["per_tick_ms"].values())
+        assert comparison["ratio_to_vla_ros"]["vla_ros"] == 1.0
     assert [c["cameras"] for c in results["configurations"]] == [1, 3]
     for configuration in results["configurations"]:
         stages = configuration["stages_ms"]
