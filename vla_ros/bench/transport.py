@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--joint-rate-hz", type=float, default=500.0)
     parser.add_argument("--joint-seconds", type=float, default=5.0, help="how long to stream joint states")
     parser.add_argument("--domain-id", type=int, default=87, help="DDS domain of the benchmark (loopback only)")
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the plot")
 
 
 def _stamp(msg_type, nanoseconds: int):
@@ -159,7 +160,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     image_latency, joint_latency = received["latency_ms"]["image"], received["latency_ms"]["joint_state"]
     image_mb = rgb.nbytes / 1e6
-    return {
+    results = {
         "benchmark": "transport",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
@@ -181,6 +182,30 @@ def measure(args: argparse.Namespace) -> dict:
             "goal_500hz_no_loss": joint_count == len(joint_latency) and joint_count / joint_seconds >= 0.98 * 500,
         },
     }
+    results["plot"] = str(_plot(image_latency, joint_latency, getattr(args, "out", Path("bench_out"))))
+    return results
+
+
+def _plot(image_ms: list[float], joint_ms: list[float], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for axis, values, title in ((axes[0], image_ms, "640x480 RGB image"), (axes[1], joint_ms, "7-joint JointState")):
+        axis.hist(values, bins=50)
+        if values:
+            axis.axvline(float(np.percentile(values, 99)), color="red", linestyle="--", label="p99")
+            axis.legend()
+        axis.set_xlabel("one-way latency [ms]")
+        axis.set_title(title)
+    fig.tight_layout()
+    path = out / "transport.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def main(args: argparse.Namespace) -> int:
