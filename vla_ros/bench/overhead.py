@@ -44,20 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the plot")
 
 
-def measure(robot: str, n_cameras: int, *, steps: int, image_size: tuple[int, int], chunk_size: int,
-            raw_ms: bool = False) -> dict | list[float]:
-    """Per-stage cost of the pipeline with the observation built every step; `raw_ms`: the per-step totals."""
+def _setup(robot: str, n_cameras: int, image_size: tuple[int, int], chunk_size: int):
+    """(embodiment with `n_cameras` 640x480 cameras, policy features, a raw bgr8 frame per camera, the joint names
+    as the robot reports them) of the benchmark's robot."""
     base = load_embodiment(robot)
     cameras = tuple(CameraSpec(name=name, policy_key=name, width=640, height=480) for name in CAMERA_NAMES[:n_cameras])
     embodiment = replace(base, cameras=cameras)
     features = PolicyFeatures(state_dim=32, action_dim=32, chunk_size=chunk_size,
                               action_dt_s=embodiment.control_period_s, camera_keys=tuple(c.name for c in cameras),
                               image_size=image_size)
-    pipeline = ActionPipeline(embodiment, features, PipelineConfig(merge=MergeStrategy.BLEND))
     rng = np.random.default_rng(0)
     raw = {c.name: rng.integers(0, 255, size=480 * 640 * 3, dtype=np.uint8).tobytes() for c in cameras}
     # The robot reports its joints in another order plus a mimic finger: selection by name is part of the cost.
     names = tuple(reversed(embodiment.joint_names)) + ("panda_finger_joint2",)
+    return embodiment, features, raw, names
+
+
+def measure(robot: str, n_cameras: int, *, steps: int, image_size: tuple[int, int], chunk_size: int,
+            raw_ms: bool = False) -> dict | list[float]:
+    """Per-stage cost of the pipeline with the observation built every step; `raw_ms`: the per-step totals."""
+    embodiment, features, raw, names = _setup(robot, n_cameras, image_size, chunk_size)
+    pipeline = ActionPipeline(embodiment, features, PipelineConfig(merge=MergeStrategy.BLEND))
     period = embodiment.control_period_s
     home = embodiment.home
     pipeline.reset(home)
@@ -128,15 +135,7 @@ def side_by_side(robot: str, n_cameras: int, *, steps: int, image_size: tuple[in
     from vla_ros.core.images import resize_with_pad
     from vla_ros.core.runner import PolicyRunner
 
-    base = load_embodiment(robot)
-    cameras = tuple(CameraSpec(name=name, policy_key=name, width=640, height=480) for name in CAMERA_NAMES[:n_cameras])
-    embodiment = replace(base, cameras=cameras)
-    features = PolicyFeatures(state_dim=32, action_dim=32, chunk_size=chunk_size,
-                              action_dt_s=embodiment.control_period_s, camera_keys=tuple(c.name for c in cameras),
-                              image_size=image_size)
-    rng = np.random.default_rng(0)
-    raw = {c.name: rng.integers(0, 255, size=480 * 640 * 3, dtype=np.uint8).tobytes() for c in cameras}
-    names = tuple(reversed(embodiment.joint_names)) + ("panda_finger_joint2",)
+    embodiment, features, raw, names = _setup(robot, n_cameras, image_size, chunk_size)
     home, period = embodiment.home, embodiment.control_period_s
     lower, upper = embodiment.lower_limits, embodiment.upper_limits
 

@@ -89,15 +89,9 @@ def record(args: argparse.Namespace) -> dict:
 
 def record_topics(args: argparse.Namespace) -> dict:
     """Episodes from the robot's topics, controlled from the keyboard or timed."""
-    from vla_ros.core.recording import EpisodeRecorder
     from vla_ros.ros.recorder_core import NODE_NAME, RecorderCore
 
-    if not args.instruction:
-        raise ConfigError("--instruction is required: the task the episodes demonstrate")
-    embodiment = load_embodiment(args.robot)
-    sizes = {c.name: tuple(args.image_size) if args.image_size else (c.height, c.width) for c in embodiment.cameras}
-    writer = _writer(args.out, embodiment, sizes)
-    recorder = EpisodeRecorder(embodiment, writer, image_sizes=sizes)
+    embodiment, writer, recorder = _recorder(args)
     node, backend, spin, stop = _node(NODE_NAME, args)
     core = RecorderCore(node, backend, embodiment, recorder, leader_topic=args.leader_topic)
     print(f"recording {embodiment.robot} into {args.out}: action from {core.action_source}", file=sys.stderr)
@@ -120,16 +114,10 @@ def record_topics(args: argparse.Namespace) -> dict:
 
 
 def record_bags(args: argparse.Namespace) -> dict:
-    from vla_ros.core.recording import EpisodeRecorder
     from vla_ros.datasets.bags import convert_bag
     from vla_ros.ros.recorder_core import RecorderInputs
 
-    if not args.instruction:
-        raise ConfigError("--instruction is required: the task the bags demonstrate")
-    embodiment = load_embodiment(args.robot)
-    sizes = {c.name: tuple(args.image_size) if args.image_size else (c.height, c.width) for c in embodiment.cameras}
-    writer = _writer(args.out, embodiment, sizes)
-    recorder = EpisodeRecorder(embodiment, writer, image_sizes=sizes)
+    embodiment, writer, recorder = _recorder(args)
     inputs = RecorderInputs(embodiment, recorder, _StderrLogger(), leader_topic=args.leader_topic)
     saved = []
     try:
@@ -144,6 +132,18 @@ def record_bags(args: argparse.Namespace) -> dict:
         writer.close()
     return {"dataset": str(args.out), "episodes_saved": len(saved), "attempts": len(args.from_bag),
             "dropped": inputs.dropped}
+
+
+def _recorder(args: argparse.Namespace):
+    """(embodiment, dataset writer, EpisodeRecorder) of a recording from topics or bags."""
+    from vla_ros.core.recording import EpisodeRecorder
+
+    if not args.instruction:
+        raise ConfigError("--instruction is required: the task the episodes demonstrate")
+    embodiment = load_embodiment(args.robot)
+    sizes = {c.name: tuple(args.image_size) if args.image_size else (c.height, c.width) for c in embodiment.cameras}
+    writer = _writer(args.out, embodiment, sizes)
+    return embodiment, writer, EpisodeRecorder(embodiment, writer, image_sizes=sizes)
 
 
 class _StderrLogger:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import time
 
-import rclpy
 from control_msgs.action import FollowJointTrajectory, GripperCommand
 from rclpy.action import ActionClient, ActionServer
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -31,6 +30,7 @@ from vla_ros.ros.backend import rclpy_backend
 from vla_ros.ros.control_actions import parallel_gripper_command
 from vla_ros.ros.convert import trajectory_to_msg
 from vla_ros.ros.policy_core import NODE_NAME, PARAMETERS, PolicyNodeCore
+from vla_ros.ros.spin import run_node
 from vla_ros.srv import SetInstruction
 
 
@@ -180,18 +180,8 @@ def _descriptor(description: str):
     return ParameterDescriptor(description=description)
 
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> None:
+    run_node(PolicyNode, NODE_NAME, args=args, executor=MultiThreadedExecutor)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ Parameters: robot, out (dataset folder), instruction (settable at run time), lea
 
 from __future__ import annotations
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -23,6 +21,7 @@ from vla_ros.core.recording import EpisodeRecorder
 from vla_ros.datasets.lerobot import LeRobotDatasetWriter
 from vla_ros.ros.backend import rclpy_backend
 from vla_ros.ros.recorder_core import NODE_NAME, RecorderCore
+from vla_ros.ros.spin import run_node
 
 
 class RecorderNode(Node):
@@ -81,24 +80,8 @@ class RecorderNode(Node):
         super().destroy_node()
 
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    try:
-        try:
-            node = RecorderNode()
-        except VlaRosError as exc:
-            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-            raise SystemExit(1) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        finally:
-            node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> None:
+    run_node(RecorderNode, NODE_NAME, args=args)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from sensor_msgs.msg import JointState
@@ -40,6 +38,7 @@ from vla_ros.ros.sim_core import (
     default_camera,
     default_publish_rate_hz,
 )
+from vla_ros.ros.spin import run_node
 
 FEEDBACK_PERIOD_S = 0.05  # JTC's action_monitor_rate default, 20 Hz
 # gripper_action_controller's defaults (ros2_controllers): stall_velocity_threshold, stall_timeout, allow_stalling
@@ -279,24 +278,7 @@ def _gripper_target(output: OutputSpec, goal: Any) -> tuple[float, float]:
 
 def main(args: list[str] | None = None) -> None:
     """`ros2 run vla_ros sim_node [--ros-args -p robot:=panda ...]`."""
-    rclpy.init(args=args)
-    try:
-        try:
-            node = MujocoRobotNode()
-        except (VlaRosError, ParameterException) as exc:
-            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-            raise SystemExit(1) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        finally:
-            executor.shutdown()
-            node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
+    run_node(MujocoRobotNode, NODE_NAME, args=args)
 
 
 if __name__ == "__main__":
