@@ -36,13 +36,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _vla_ros(*args: str, log: Path) -> subprocess.Popen:
+def _vla_ros(*args: str, log: Path, stdin=None) -> subprocess.Popen:
     env = {**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG.as_uri(), "VLA_ROS_BACKEND": "dds", "MUJOCO_GL": "egl"}
     env.pop("ROS_DISTRO", None)
     if "--domain-id" not in args:
         args = (*args, "--domain-id", str(DOMAIN_ID))
-    return subprocess.Popen([sys.executable, "-m", "vla_ros.cli.main", *args],
+    return subprocess.Popen([sys.executable, "-m", "vla_ros.cli.main", *args], stdin=stdin, text=True,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM, newest first (the policy node before the simulator it talks to); kill what does not stop."""
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:
@@ -104,13 +115,7 @@ def test_sim_and_policy_node_close_the_loop_over_dds(listener, tmp_path):
         assert all(list(t.joint_names) == ARM_JOINTS and len(t.points) >= 1 for t in trajectories)
         assert "task 'touch the red cube' succeeded" in sim_log.read_text()
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes)
     assert run.returncode == 0, run_log.read_text()  # SIGTERM is a clean stop
 
 
@@ -138,12 +143,9 @@ def test_recorder_records_the_running_loop_from_topics(monkeypatch, tmp_path):
                      "--domain-id", domain, "--out", str(out)]) == 0
         # The keyboard: start, discard, start again, stop (saved: a third episode), quit.
         keyboard_log = tmp_path / "keyboard.log"
-        keyboard = subprocess.Popen(
-            [sys.executable, "-m", "vla_ros.cli.main", "record", "--robot", "so101", "--instruction",
-             "pick up the blue cube", "--image-size", "60", "80", "--use-sim-time", "--backend", "dds",
-             "--domain-id", domain, "--out", str(out)], stdin=subprocess.PIPE, stdout=keyboard_log.open("w"),
-            stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            env={**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG.as_uri()})
+        keyboard = _vla_ros("record", "--robot", "so101", "--instruction", "pick up the blue cube", "--image-size",
+                            "60", "80", "--use-sim-time", "--domain-id", domain, "--out", str(out),
+                            log=keyboard_log, stdin=subprocess.PIPE)
         processes.append(keyboard)
         _wait_for_line(keyboard_log, "Enter: start/stop", keyboard, timeout_s=30)
         for keys, pause_s in (("\n", 0.8), ("d\n", 0.3), ("\n", 1.5), ("\n", 0.5), ("q\n", 0.0)):
@@ -154,13 +156,7 @@ def test_recorder_records_the_running_loop_from_topics(monkeypatch, tmp_path):
         log = keyboard_log.read_text()
         assert "episode discarded" in log and "episode 2 saved" in log, log
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes)
     validate_dataset(out, joint_names=[*ARM_JOINTS, "gripper"], camera_keys=["front", "wrist"])
     dataset = read_dataset(out)
     assert len(dataset.episodes) == 3, (sim_log.read_text(), run_log.read_text())

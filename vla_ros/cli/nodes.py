@@ -8,6 +8,7 @@ YAML as `ros2 launch` uses (`--params-file config/vla_policy.yaml`), then from f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import threading
@@ -141,20 +142,21 @@ def sim_main(args: argparse.Namespace) -> int:
     core = MujocoRobotCore(node, dds_backend(), embodiment, config)
     node.create_timer(core.wall_period_s, core.step)
     node.get_logger().info(f"on Cyclone DDS (pip-only backend), domain {graph.domain_id}")
-    server = _serve_expert(core.world, embodiment, args.serve_expert)
     try:
-        _spin(node, args.duration)
+        with _expert_served(core.world, embodiment, args.serve_expert):
+            _spin(node, args.duration)
     finally:
-        if server is not None:
-            server.stop()
         core.close()
         node.destroy_node()
     return 0
 
 
-def _serve_expert(world, embodiment, port: int | None):
+@contextlib.contextmanager
+def _expert_served(world, embodiment, port: int | None):
+    """With a port: the scripted expert of `world` served at ws://127.0.0.1:port while the block runs."""
     if port is None:
-        return None
+        yield
+        return
     from vla_ros.policies.factory import make_policy
     from vla_ros.policies.remote.server import PolicyServer, ServeConfig, ServerThread
 
@@ -162,7 +164,10 @@ def _serve_expert(world, embodiment, port: int | None):
     server = ServerThread(PolicyServer(policy, ServeConfig(host="127.0.0.1", port=port), robot=embodiment.robot))
     server.start()
     print(f"serving the scripted expert at {server.url}", flush=True)
-    return server
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 def _log_to_stderr() -> None:
@@ -217,14 +222,12 @@ def _run_rclpy_sim(config, args: argparse.Namespace) -> int:
     names = ("robot", "instruction", "seed", "publish_rate_hz", "camera_rate_hz", "camera_width", "camera_height",
              "realtime_factor", "render")
     node = MujocoRobotNode(parameter_overrides=[Parameter(n, value=getattr(config, n)) for n in names])
-    server = _serve_expert(node.world, node.embodiment, args.serve_expert)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        _spin_rclpy(executor, args.duration)
+        with _expert_served(node.world, node.embodiment, args.serve_expert):
+            _spin_rclpy(executor, args.duration)
     finally:
-        if server is not None:
-            server.stop()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
