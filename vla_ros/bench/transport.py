@@ -182,7 +182,7 @@ def measure(args: argparse.Namespace) -> dict:
             "goal_500hz_no_loss": joint_count == len(joint_latency) and joint_count / joint_seconds >= 0.98 * 500,
         },
     }
-    results["plot"] = str(_plot(image_latency, joint_latency, getattr(args, "out", Path("bench_out"))))
+    results["plot"] = str(_plot(image_latency, joint_latency, args.out))
     return results
 
 

@@ -40,6 +40,7 @@ DISCOVERY_QOS = QosSpec(depth=1, transient_local=True)
 CLOCK_QOS = QosSpec(depth=1, reliable=False)  # rclpy's /clock subscription: best effort, keep last 1
 TAKE_BATCH = 64  # samples taken from a reader per wake-up
 IDLE_WAIT_S = 0.1  # the executor wakes at least this often (shutdown, timers added from other threads)
+SIM_TIME_POLL_S = 0.01  # with use_sim_time and timers: the longest wait between checks of the simulated clock
 
 
 # glibc serves allocations above 128 kB with a fresh mmap and returns them with munmap on free: every 0.9 MB image
@@ -381,8 +382,10 @@ class DdsNode:
     def _wait_time(self) -> float:
         with self._lock:
             due = [t.next_due for t in self._timers if not t.cancelled]
-        if not due or self._clock.use_sim_time:  # sim time advances with /clock messages, which wake the waitset
-            return IDLE_WAIT_S if not due else min(IDLE_WAIT_S, 0.01)
+        if not due:
+            return IDLE_WAIT_S
+        if self._clock.use_sim_time:  # sim time moves with /clock messages, which wake the waitset; check often
+            return SIM_TIME_POLL_S
         return max(0.0, min(min(due) - time.monotonic(), IDLE_WAIT_S))
 
     def _run_due_timers(self) -> None:

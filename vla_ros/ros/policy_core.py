@@ -207,32 +207,30 @@ class PolicyNodeCore:
     # -- control tick ------------------------------------------------------------------------------------------------
 
     def _on_control_tick(self) -> None:
-        now = self.now()
+        clock_now = self.node.get_clock().now()  # read once: every message of this tick carries the tick's time
+        now = clock_now.nanoseconds * 1e-9
         if now <= 0.0:
             return  # use_sim_time before the first /clock message
+        stamp = clock_now.to_msg()
         self.ticks += 1
         result = self.runner.tick(now)
-        self._publish_previews()
+        self._publish_previews(stamp)
         if result.command is None:
             return
         self._preview_pub.publish(joint_state_to_msg(
-            self.msg.JointState, stamp=self._stamp(), names=self.embodiment.joint_names,
+            self.msg.JointState, stamp=stamp, names=self.embodiment.joint_names,
             positions=result.command.positions))  # the ghost robot in rviz, and the dry-run output
         if result.command.send:
-            stamp = self._stamp()
             for send, index in self._outputs:
                 send(result.command, index, stamp)
 
-    def _stamp(self):
-        return self.node.get_clock().now().to_msg()
-
-    def _publish_previews(self) -> None:
+    def _publish_previews(self, stamp) -> None:
         policy_input, chunk = self.runner.previews.take()
         msg = self.msg
         if policy_input is not None:
             for key, value in policy_input.items():
                 if key.startswith(IMAGES_PREFIX) and not key.endswith(".mask"):  # the first camera the model sees
-                    self._debug_image_pub.publish(image_to_msg(value, msg.Image, stamp=self._stamp(), frame_id=key))
+                    self._debug_image_pub.publish(image_to_msg(value, msg.Image, stamp=stamp, frame_id=key))
                     break
         if chunk is not None:
             observation_stamp, targets, latency = chunk
@@ -288,8 +286,8 @@ class PolicyNodeCore:
         runner, msg = self.runner, self.msg
         if runner is None:
             return
-        now = self.now()
-        stamp = self._stamp()
+        clock_now = self.node.get_clock().now()
+        now, stamp = clock_now.nanoseconds * 1e-9, clock_now.to_msg()
         stats = runner.stats
         state = msg.PolicyStatus.STATE_PAUSED if runner.paused else (
             msg.PolicyStatus.STATE_HOLDING if runner.last_hold_reason else msg.PolicyStatus.STATE_ACTIVE)
