@@ -26,6 +26,8 @@ from vla_ros.policies.factory import make_policy
 from vla_ros.ros.backend import BACKEND_CHOICES, choose_backend
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
+INPUTS_TIMEOUT_S = 30.0  # timed recording: how long to wait for the robot's topics before giving up
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true", help="record the simulator's scripted expert, not topics")
@@ -99,7 +101,7 @@ def record_topics(args: argparse.Namespace) -> dict:
     thread.start()
     try:
         if args.episode_seconds > 0:
-            _timed_episodes(recorder, args)
+            _timed_episodes(recorder, node.get_clock(), args)
         else:
             _keyboard(recorder, args)
     finally:
@@ -159,7 +161,14 @@ def _writer(out: Path, embodiment, sizes):
         state_names=list(embodiment.joint_names), action_names=list(embodiment.joint_names), cameras=sizes)
 
 
-def _timed_episodes(recorder, args: argparse.Namespace) -> None:
+def _timed_episodes(recorder, clock, args: argparse.Namespace) -> None:
+    # Timed episodes start only once the topics deliver: the first one must not be spent waiting for discovery.
+    deadline = time.monotonic() + INPUTS_TIMEOUT_S
+    while missing := recorder.missing_inputs(clock.now().nanoseconds * 1e-9):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"nothing to record after {INPUTS_TIMEOUT_S:g} s: {missing}. Check that the robot's "
+                              "topics are published (and --use-sim-time if they come from a simulator)")
+        time.sleep(0.05)
     for _ in range(args.episodes):
         recorder.start(args.instruction)
         time.sleep(args.episode_seconds)

@@ -112,19 +112,29 @@ class EpisodeRecorder:
         """Record one frame at `now` if recording and everything is there; True if a frame was written."""
         if not self._recording:
             return False
-        observation = self.assembler.assemble(now, self._task)
-        if observation is None:
-            self.skipped[f"observation: {self.assembler.last_hold_reason}"] += 1
-            return False
-        if np.isnan(self._action).any():
-            missing = [n for n, a in zip(self.embodiment.joint_names, self._action, strict=True) if np.isnan(a)]
-            self.skipped[f"no action yet for {missing}"] += 1
+        observation, missing = self._frame_inputs(now)
+        if missing:
+            self.skipped[missing] += 1
             return False
         images = {name: self._sized(name, image) for name, image in observation.images.items()}
         self.writer.add_frame(observation.joint_positions.astype(np.float32), self._action.astype(np.float32),
                               images)
         self._frames += 1
         return True
+
+    def missing_inputs(self, now: float) -> str:
+        """What a frame at `now` would lack, in words ("" when one can be recorded)."""
+        return self._frame_inputs(now)[1]
+
+    def _frame_inputs(self, now: float):
+        """(the observation at `now`, "") or (None, what is missing)."""
+        observation = self.assembler.assemble(now, self._task or "recording")
+        if observation is None:
+            return None, f"observation: {self.assembler.last_hold_reason}"
+        if np.isnan(self._action).any():
+            missing = [n for n, a in zip(self.embodiment.joint_names, self._action, strict=True) if np.isnan(a)]
+            return None, f"no action yet for {missing}"
+        return observation, ""
 
     def status(self) -> RecorderStatus:
         return RecorderStatus(recording=self._recording, task=self._task, frames=self._frames,
