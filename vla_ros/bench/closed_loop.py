@@ -14,14 +14,12 @@ chunk is counted as stall time, not as jerk within a chunk). Figures are the RMS
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import summarize_ms
+from vla_ros.bench.stats import report_json, summarize_ms
 from vla_ros.cli import demo
 from vla_ros.core.embodiment import EmbodimentConfig, available_robots, load_embodiment
 from vla_ros.core.errors import ConfigError, did_you_mean
@@ -246,10 +244,5 @@ def plot(results: dict, path: Path) -> Path:
 def main(args: argparse.Namespace) -> int:
     results = run(args)
     results["plot"] = str(plot(results, args.out / f"closed_loop_{results['robot']}_{results['task']}.png"))
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-        print(f"json: {args.json}", file=sys.stderr)
+    report_json(results, args.json)
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import summarize_ms
+from vla_ros.bench.stats import report_json, summarize_ms
 from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.embodiment import CameraSpec, EmbodimentConfig, load_embodiment
 from vla_ros.core.errors import ConfigError, MissingDependencyError, did_you_mean
@@ -265,11 +264,7 @@ def main(args: argparse.Namespace) -> int:
               f"{results['dtype']}...", file=sys.stderr)
         results["models"].append(measure(name, tiny=args.tiny, robot=robot, device=device, dtype=dtype,
                                          repeats=args.repeats))
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
+    report_json(results, args.json)
     plot_path = args.plot or (args.json.with_suffix(".png") if args.json is not None else None)
     if plot_path is not None:
         plot(results, plot_path)

@@ -1,8 +1,22 @@
-"""Summaries of timing samples, one format for every figure vla_ros prints."""
+"""Summaries of timing samples, one format for every figure vla_ros prints, and how a bench reports them."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
+
+
+def report_json(results: dict, path: Path | None) -> None:
+    """Print a bench's results as JSON, and write the same text to `path` when one is given."""
+    text = json.dumps(results, indent=2)
+    print(text)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+        print(f"json: {path}", file=sys.stderr)
 
 
 def summarize_ms(values_ms) -> dict:

@@ -9,7 +9,7 @@ from vla_ros.core.errors import VlaRosError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vla_ros.bench import closed_loop, inference, overhead, soak, transport
+    from vla_ros.bench import closed_loop, grounding, inference, overhead, soak, transport
     from vla_ros.cli import demo, nodes, record
     from vla_ros.policies import finetune
     from vla_ros.policies.remote import cli as serve
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "with added latency: success, stall time, jerk at seams")
     closed_loop.add_arguments(closed_loop_parser)
     closed_loop_parser.set_defaults(run=closed_loop.main)
+    grounding_parser = benches.add_parser("grounding", help="does the policy's first chunk head for the cube the "
+                                          "instruction names? (offline, seconds)")
+    grounding.add_arguments(grounding_parser)
+    grounding_parser.set_defaults(run=grounding.main)
     inference_parser = benches.add_parser("inference", help="time per action chunk and load time of SmolVLA- "
                                           "and pi0-size models")
     inference.add_arguments(inference_parser)
