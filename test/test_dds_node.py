@@ -22,6 +22,7 @@ from cyclonedds.core import Policy  # noqa: E402
 from cyclonedds.domain import DomainParticipant  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
+from polling import wait_for
 
 from vla_ros.core.errors import ConfigError  # noqa: E402
 from vla_ros.dds.messages import message_type, type_hash  # noqa: E402
@@ -30,15 +31,6 @@ from vla_ros.dds.qos import QosSpec  # noqa: E402
 
 LOOPBACK_CONFIG = Path(__file__).resolve().parents[1] / "config" / "cyclonedds_loopback.xml"
 String = message_type("std_msgs/msg/String")
-
-
-def wait_for(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import pytest
 pytest.importorskip("cyclonedds", reason="needs the cyclonedds wheel (pip install -e '.[dds]')")
 pytest.importorskip("rosbags", reason="needs rosbags (pip install -e '.[dds]')")
 
+from polling import wait_for
+
 from vla_ros.core.adapter import EmbodimentAdapter  # noqa: E402
 from vla_ros.core.embodiment import load_embodiment  # noqa: E402
 from vla_ros.core.errors import ConfigError, VlaRosError  # noqa: E402
@@ -185,15 +187,6 @@ def loop(graph, caplog):
     for thread in threads:
         thread.join(timeout=5.0)
     core.cleanup()
-
-
-def wait_for(condition, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def held_then_recovered(core, robot, start_fault, clear_fault, *, hold_s: float = 1.0) -> tuple[float, float]:

@@ -16,6 +16,7 @@ pytest.importorskip("vla_ros.msg", reason="needs vla_ros built with colcon (its 
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import State  # noqa: E402
+from polling import wait_for
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -115,15 +116,6 @@ def graph():
     robot.destroy_node()
     listener.destroy_node()
     rclpy.shutdown(context=context)
-
-
-def wait_for(predicate, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def call(listener, service, srv_type=Trigger):
