@@ -39,19 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_arguments(parser)
 
 
-def first_chunks(policy: Policy, embodiment: EmbodimentConfig, world, instruction: str, seed: int
+def first_chunks(policy: Policy, pipeline: ActionPipeline, world, instruction: str, seed: int
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(the policy's first chunk, the expert's first chunk toward each cube), absolute joint targets (H, n).
 
-    `world` is reset to layout `seed` with the arm at its start pose; the expert chunks have the policy's length.
+    `world` is reset to layout `seed` with the arm at its start pose, and `pipeline` (built for `policy`) to that
+    pose; the expert chunks have the policy's length.
     """
     from vla_ros.sim.experts import ScriptedExpert
 
     task = parse_instruction(instruction)
     world.reset(task, seed=seed)
     policy.reset(seed=seed)
-    features = policy.metadata.features
-    pipeline = ActionPipeline(embodiment, features, PipelineConfig(), supports_prefix=policy.metadata.supports_prefix)
     pipeline.reset(world.joint_positions())
     observation = RobotObservation(stamp=0.0, joint_names=world.joint_names, joint_positions=world.joint_positions(),
                                    images=world.render_cameras(), instruction=instruction)
@@ -60,7 +59,7 @@ def first_chunks(policy: Policy, embodiment: EmbodimentConfig, world, instructio
     experts = {}
     for color in world.cube_colors:
         expert_task = parse_instruction(instruction.replace(task.color, color))
-        experts[color] = ScriptedExpert(world, expert_task).plan(len(chunk), features.action_dt_s)
+        experts[color] = ScriptedExpert(world, expert_task).plan(len(chunk), policy.metadata.features.action_dt_s)
     return chunk, experts
 
 
@@ -70,6 +69,8 @@ def measure(policy: Policy, embodiment: EmbodimentConfig, world, *, task_family:
     gripper_joints = {g.joint for g in embodiment.grippers}
     arm = np.array([joint.name not in gripper_joints for joint in embodiment.joints])
     colors = tuple(world.cube_colors)
+    pipeline = ActionPipeline(embodiment, policy.metadata.features, PipelineConfig(),
+                              supports_prefix=policy.metadata.supports_prefix)
     grounded = asked = 0
     sensitivities = []
     per_layout = []
@@ -77,7 +78,7 @@ def measure(policy: Policy, embodiment: EmbodimentConfig, world, *, task_family:
         chunks, references = {}, None
         for color in colors:
             chunks[color], references = first_chunks(
-                policy, embodiment, world, TASK_TEMPLATES[task_family].format(color=color), layout_seed)
+                policy, pipeline, world, TASK_TEMPLATES[task_family].format(color=color), layout_seed)
         nearest = {}
         for color, chunk in chunks.items():
             distances = {c: float(np.abs(chunk[:, arm] - ref[:, arm]).mean()) for c, ref in references.items()}
