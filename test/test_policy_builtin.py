@@ -14,18 +14,20 @@ pytest.importorskip("transformers", reason="the built-in VLA needs transformers"
 
 from vla_ros.core.adapter import EmbodimentAdapter  # noqa: E402
 from vla_ros.core.embodiment import load_embodiment  # noqa: E402
-from vla_ros.policies.builtin.collect import collect, load_shards  # noqa: E402
+from vla_ros.policies.builtin.collect import collect, episode_layout, load_shards  # noqa: E402
 from vla_ros.policies.builtin.recipe import DataRecipe, ModelRecipe, Recipe, TrainRecipe  # noqa: E402
 from vla_ros.policies.builtin.train import build_config, normalization_stats, train  # noqa: E402
 from vla_ros.policies.checks import check_policy  # noqa: E402
 from vla_ros.policies.factory import BUILTIN_CHECKPOINT, PolicyOptions, make_policy  # noqa: E402
+from vla_ros.sim.tasks import parse_instruction  # noqa: E402
+from vla_ros.sim.world import SimWorld  # noqa: E402
 
 MAX_CHECKPOINT_BYTES = 20 * 1024 * 1024
 OPTIONS = PolicyOptions(device="cpu", dtype="float32", warmup=False)
 TINY = Recipe(
     data=DataRecipe(robots=("so101", "panda"), tasks=(("touch", 1),), record_every_ticks=6),
     model=ModelRecipe(image_size=32, vision_hidden=16, vision_layers=1, text_hidden=32, text_layers=2, chunk_size=6),
-    train=TrainRecipe(steps=4, batch_size=4, warmup_steps=2),
+    train=TrainRecipe(steps=4, batch_size=4, warmup_steps=2, grounding_steps=2),
 )
 
 
@@ -74,6 +76,18 @@ def test_recipe_collects_trains_and_writes_a_loadable_checkpoint(tmp_path):
     assert data["action"].shape[1:] == (TINY.model.chunk_size, TINY.model.action_dim)
     assert data["image_front"].shape[1:] == (32, 32, 3) and set(data["robot"]) == {"so101", "panda"}
 
+    # Every sample knows where its episode's instructed cube stood at the start (the grounding target).
+    for robot in ("so101", "panda"):
+        (seed, color), = {episode_layout(TINY.data, robot, "touch", int(i))
+                          for i in data["episode"][data["robot"] == robot]}
+        world = SimWorld(robot, render=False)
+        world.reset(parse_instruction(f"touch the {color} cube"), seed=seed)
+        samples = data["robot"] == robot
+        cubes = np.array([world.cube_pose(c)[0][:2] for c in TINY.data.colors])
+        np.testing.assert_allclose(data["goal"][samples], np.broadcast_to(world.cube_pose(color)[0][:2],
+                                                                          (samples.sum(), 2)), atol=1e-6)
+        np.testing.assert_allclose(data["cubes"][samples], np.broadcast_to(cubes, (samples.sum(), 3, 2)), atol=1e-6)
+
     log = train(TINY, data_dir, out_dir, threads=1)
     assert len(log["loss"]) == 0 or np.isfinite(log["loss"][-1]["loss"])
     for robot in ("so101", "panda"):
@@ -92,3 +106,45 @@ def test_normalization_stats_leave_padding_alone():
 def test_recipe_steps_can_be_overridden_without_touching_the_rest():
     quick = replace(Recipe(), train=replace(Recipe().train, steps=10))
     assert quick.train.steps == 10 and quick.model == Recipe().model
+
+
+def test_goal_readout_learns_the_goal_and_padded_dimensions_never_reach_the_actions(tmp_path):
+    import torch
+
+    from vla_ros.core.features import STATE, TASK, image_key, image_mask_key
+    from vla_ros.policies.builtin.train import GroundingReadout, build_model
+    from vla_ros.policies.smolvla.processor import SmolVLAProcessor
+
+    torch.manual_seed(0)
+    recipe = TINY.model
+    config, model, tokenizer = build_model(recipe, tmp_path / "vlm")
+    data = {"state": np.zeros((1, recipe.state_dim)), "action": np.zeros((1, 1, recipe.action_dim))}
+    processor = SmolVLAProcessor(config, normalization_stats(data, np.array([True])), tokenizer)
+    rng = np.random.default_rng(0)
+    observations = [{STATE: rng.normal(size=recipe.state_dim).astype(np.float32), TASK: f"touch the {color} cube",
+                     **{image_key(k): rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for k in ("front", "wrist")},
+                     **{image_mask_key(k): True for k in ("front", "wrist")}}
+                    for color in ("red", "green", "blue", "red")]
+    goals = rng.normal(size=(4, 8)).astype(np.float32)
+    readout = GroundingReadout(model, recipe.action_dim, {"so101": (np.zeros(8, np.float32), np.ones(8, np.float32))})
+    padded_inputs = model.action_in_proj.weight[:, recipe.action_dim:]
+    assert torch.count_nonzero(padded_inputs) == 0
+
+    inputs = processor.preprocess(observations)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    initial = readout.loss(model.encode_prefix(**inputs), "so101", goals).item()
+    for _ in range(15):
+        optimizer.zero_grad()
+        readout.loss(model.encode_prefix(**inputs), "so101", goals).backward()
+        optimizer.step()
+    assert readout.loss(model.encode_prefix(**inputs), "so101", goals).item() < 0.5 * initial
+    assert torch.count_nonzero(model.action_in_proj.weight[:, recipe.action_dim:]) == 0  # still blind to them
+
+    model.eval()
+    noise = torch.randn(4, config.chunk_size, config.max_action_dim)
+    other = noise.clone()
+    other[:, :, recipe.action_dim:] = torch.randn(4, config.chunk_size, config.max_action_dim - recipe.action_dim)
+    with torch.no_grad():
+        actions = model.sample_actions(**inputs, noise=noise)[:, :, :recipe.action_dim]
+        actions_other = model.sample_actions(**inputs, noise=other)[:, :, :recipe.action_dim]
+    torch.testing.assert_close(actions, actions_other)

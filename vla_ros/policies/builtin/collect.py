@@ -30,6 +30,8 @@ class EpisodeSamples:
     states: list[np.ndarray]
     images: dict[str, list[np.ndarray]]
     actions: list[np.ndarray]
+    goal: np.ndarray  # (2,) table position (m, world frame) of the instructed cube at the start
+    cubes: np.ndarray  # (colours, 2) table positions of every cube at the start, in the recipe's colour order
     success: bool
 
 
@@ -57,15 +59,21 @@ def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed:
     rng = np.random.default_rng(seed if noise_seed is None else noise_seed)
     gripper_joints = {g.joint for g in embodiment.grippers}
     arm = np.array([joint.name not in gripper_joints for joint in embodiment.joints])  # perturb arm joints only
-    samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[], success=False)
+    samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[],
+                             goal=world.cube_pose(task.color)[0][:2].astype(np.float32),
+                             cubes=np.array([world.cube_pose(c)[0][:2] for c in data.colors], dtype=np.float32),
+                             success=False)
     tick = 0
+    images = None
     while world.time < task.max_duration_s:
         now = world.time
         measured = world.joint_positions()
         record = tick % data.record_every_ticks == 0
         if record or pipeline.needs_chunk(now):
+            if record or images is None:  # the expert plans from the simulator's state, not from the images
+                images = world.render_cameras()
             observation = RobotObservation(stamp=now, joint_names=world.joint_names, joint_positions=measured,
-                                           images=world.render_cameras(), instruction=instruction)
+                                           images=images, instruction=instruction)
             batch, request = pipeline.prepare(observation)
             targets = expert.plan(features.chunk_size, features.action_dt_s)
             actions = adapter.robot_to_actions(targets, request.state)
@@ -101,9 +109,8 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
     from vla_ros.sim.world import SimWorld
 
     embodiment = load_embodiment(robot)
-    camera = embodiment.cameras[0]
-    world = SimWorld(robot, camera_size=(camera.height, camera.width), colors=data.colors)
-    states, actions, episode_index, instructions = [], [], [], []
+    world = SimWorld(robot, camera_size=data.render_size, colors=data.colors)
+    states, actions, goals, cubes, episode_index, instructions = [], [], [], [], [], []
     images: dict[str, list[np.ndarray]] = {k: [] for k in CAMERA_KEYS}
     failures = 0
     start = time.perf_counter()
@@ -117,6 +124,8 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
             continue
         states += episode.states
         actions += episode.actions
+        goals += [episode.goal] * len(episode.states)
+        cubes += [episode.cubes] * len(episode.states)
         for key in CAMERA_KEYS:
             images[key] += episode.images[key]
         episode_index += [index] * len(episode.states)
@@ -126,6 +135,8 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
         out,
         state=np.asarray(states, dtype=np.float32),
         action=np.asarray(actions, dtype=np.float32),
+        goal=np.asarray(goals, dtype=np.float32),
+        cubes=np.asarray(cubes, dtype=np.float32),
         episode=np.asarray(episode_index, dtype=np.int32),
         instruction=np.asarray(instructions, dtype=str),
         **{f"image_{k}": np.asarray(v, dtype=np.uint8) for k, v in images.items()},

@@ -37,6 +37,17 @@ def normalization_stats(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[s
     return stats
 
 
+def grounding_targets(data: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, 2 + 2 * colours): the instructed cube's table position, then every cube's (recipe colour order)."""
+    return np.concatenate([data["goal"], data["cubes"].reshape(len(data["cubes"]), -1)], axis=1)
+
+
+def target_normalization(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per dimension of one robot's grounding targets; used in training only."""
+    std = targets.std(axis=0)
+    return targets.mean(axis=0).astype(np.float32), np.where(std < EPS, 1.0, std).astype(np.float32)
+
+
 class Batches:
     """Random training batches, balanced over (robot, task) groups, as lists of policy observations + actions."""
 
@@ -51,10 +62,11 @@ class Batches:
         self.groups = [np.flatnonzero(keys == key) for key in names]
         weights = np.array([task_weights.get(name.split("/")[1], 1.0) for name in names])
         self.group_weights = weights / weights.sum()
-        sample_weights = np.where(position_in_episode(data["episode"]) < early_samples, early_weight, 1.0)
+        sample_weights = np.where(position_in_episode(data) < early_samples, early_weight, 1.0)
         self.sample_probabilities = [sample_weights[g] / sample_weights[g].sum() for g in self.groups]
 
-    def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray]:
+    def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
+        """(observations, action chunks, grounding targets; None where the data has none)."""
         groups = self.rng.choice(len(self.groups), size=batch_size, p=self.group_weights)
         indices = np.array([self.rng.choice(self.groups[g], p=self.sample_probabilities[g]) for g in groups])
         observations = []
@@ -64,7 +76,8 @@ class Batches:
                 observation[image_key(key)] = self._shifted(self.data[f"image_{key}"][i])
                 observation[image_mask_key(key)] = True
             observations.append(observation)
-        return observations, self.data["action"][indices]
+        targets = self.data["grounding_target"][indices] if "grounding_target" in self.data else None
+        return observations, self.data["action"][indices], targets
 
     def _shifted(self, image: np.ndarray) -> np.ndarray:
         dy, dx = self.rng.integers(-MAX_SHIFT_PX, MAX_SHIFT_PX + 1, size=2)
@@ -73,9 +86,16 @@ class Batches:
         return padded[MAX_SHIFT_PX + dy: MAX_SHIFT_PX + dy + h, MAX_SHIFT_PX + dx: MAX_SHIFT_PX + dx + w]
 
 
-def position_in_episode(episode: np.ndarray) -> np.ndarray:
-    """Index of each sample within its episode (samples of an episode are stored one after another)."""
+def position_in_episode(data: dict[str, np.ndarray]) -> np.ndarray:
+    """Index of each sample within its episode (samples of an episode are stored one after another).
+
+    Episode numbers restart in every shard, so a new robot or instruction starts a new episode too.
+    """
+    episode = data["episode"]
     starts = np.r_[True, episode[1:] != episode[:-1]]
+    for key in ("robot", "instruction"):
+        if key in data:
+            starts[1:] |= data[key][1:] != data[key][:-1]
     start_index = np.maximum.accumulate(np.where(starts, np.arange(len(episode)), 0))
     return np.arange(len(episode)) - start_index
 
@@ -88,13 +108,97 @@ def learning_rate(step: int, recipe) -> float:
     return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+class GroundingReadout:
+    """Where the model thinks the cubes are: a training-only readout that teaches it to look.
+
+    At an episode's first ticks only the images and the colour word tell the cubes apart, and the expert's first
+    motions toward different cubes barely differ; later the arm's own heading gives the target away. Flow matching
+    alone therefore learns to follow the heading and ignore the words. Regressing the instructed cube's table
+    position from the observation gives every sample a target that only grounding the words in the images can
+    meet. Regressing every cube's position beside it (no words needed) teaches the vision encoder to find cubes
+    first: with it, the instructed cube is found on unseen layouts after about 800 steps; without it, not in 2000.
+
+    The readout is the velocity the action expert predicts for an all-zero chunk at t=1, averaged over the chunk,
+    in the padded action dimensions just past the robot's: no new parameters, and nothing the policy outputs
+    (padded dimensions are dropped at inference). Their inputs to the expert are zeroed and kept at zero, so that
+    whatever those dimensions drift to while sampling does not reach the real actions.
+    """
+
+    def __init__(self, model, action_dim: int, target_stats: dict[str, tuple[np.ndarray, np.ndarray]]):
+        import torch
+
+        self.model = model
+        width = len(next(iter(target_stats.values()))[0])
+        self.dims = slice(action_dim, action_dim + width)
+        self.stats = target_stats  # robot -> (mean, std) of its grounding targets
+        weight = model.action_in_proj.weight  # (expert hidden, max_action_dim)
+        mask = torch.ones_like(weight)
+        mask[:, action_dim:] = 0
+        with torch.no_grad():
+            weight.mul_(mask)
+        weight.register_hook(lambda grad: grad * mask)
+
+    def predict(self, cache, robot: str) -> np.ndarray:
+        """(B, width) read-out targets in metres."""
+        import torch
+
+        with torch.no_grad():
+            mean, std = self.stats[robot]
+            return self._normalized(cache).numpy() * std + mean
+
+    def loss(self, cache, robot: str, targets: np.ndarray):
+        """Mean squared error of the read-out targets, in units of the robot's spread of each."""
+        import torch
+
+        mean, std = self.stats[robot]
+        return ((self._normalized(cache) - torch.as_tensor((targets - mean) / std)) ** 2).mean()
+
+    def _normalized(self, cache):
+        import torch
+
+        batch = cache.pad_masks.shape[0]
+        config = self.model.config
+        zeros = torch.zeros(batch, config.chunk_size, config.max_action_dim)
+        return self.model.velocity(cache, zeros, torch.ones(batch))[:, :, self.dims].mean(dim=1)
+
+
+def ground(model, batches: dict[str, Batches], processors: dict, train: TrainRecipe, readout: GroundingReadout, *,
+           log: dict) -> None:
+    """The grounding stage: `train.grounding_steps` of goal regression alone, from episodes' first samples."""
+    import torch
+
+    model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=train.grounding_learning_rate, weight_decay=train.weight_decay)
+    robots = sorted(batches)
+    started, running = time.perf_counter(), 0.0
+    for step in range(train.grounding_steps):
+        robot = robots[step % len(robots)]
+        observations, _, targets = batches[robot].sample(train.batch_size)
+        cache = model.encode_prefix(**processors[robot].preprocess(observations))
+        loss = readout.loss(cache, robot, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
+        optimizer.step()
+        running += loss.item()
+        if (step + 1) % 50 == 0:
+            elapsed = time.perf_counter() - started
+            log["grounding_loss"].append({"step": step + 1, "loss": running / 50, "seconds": round(elapsed, 1)})
+            print(f"grounding step {step + 1}/{train.grounding_steps}  goal loss {running / 50:.4f}  "
+                  f"{elapsed / (step + 1):.2f} s/step", file=sys.stderr, flush=True)
+            running = 0.0
+    model.eval()
+
+
 def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainRecipe, *, action_dim: int,
              log: dict, start_step: int = 0, optimizer=None, checkpoint_every: int = 0,
-             on_checkpoint: Callable[[int], None] | None = None, progress=None):
+             on_checkpoint: Callable[[int], None] | None = None, progress=None, readout: GroundingReadout | None = None):
     """Flow-matching steps `start_step`..`train.steps` on the trainable parameters of `model`; returns the optimizer.
 
     One robot per batch (its own normalization), robots taking turns. Appends the mean loss of every 50 steps to
-    log["loss"]; calls `on_checkpoint(step)` every `checkpoint_every` steps (not at the last).
+    log["loss"]; calls `on_checkpoint(step)` every `checkpoint_every` steps (not at the last). With a `readout`,
+    its goal loss, weighted by `train.grounding_weight`, is added to every step's.
     """
     import torch
 
@@ -103,18 +207,23 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
     if optimizer is None:
         optimizer = torch.optim.AdamW(parameters, lr=train.learning_rate, weight_decay=train.weight_decay)
     robots = sorted(batches)
-    started, running = time.perf_counter(), 0.0
+    started, running, running_goal = time.perf_counter(), 0.0, 0.0
     for step in range(start_step, train.steps):
         robot = robots[step % len(robots)]
-        observations, actions = batches[robot].sample(train.batch_size)
+        observations, actions, grounding = batches[robot].sample(train.batch_size)
         inputs = processors[robot].preprocess(observations)
         targets = processors[robot].normalize_actions(actions)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, train)
-        losses = model.flow_matching_loss(**inputs, actions=targets)
-        loss = losses[:, :, :action_dim].mean()  # padded action dimensions carry no signal
+        cache = model.encode_prefix(**inputs)
+        loss = model.flow_matching_loss_on_prefix(cache, targets)[:, :, :action_dim].mean()  # the rest is padding
+        total = loss
+        if readout is not None:
+            goal_loss = readout.loss(cache, robot, grounding)
+            total = loss + train.grounding_weight * goal_loss
+            running_goal += goal_loss.item()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
         optimizer.step()
         running += loss.item()
@@ -122,13 +231,17 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
             progress.update(1)
         if (step + 1) % 50 == 0:
             elapsed = time.perf_counter() - started
-            log["loss"].append({"step": step + 1, "loss": running / 50, "seconds": round(elapsed, 1)})
+            entry = {"step": step + 1, "loss": running / 50, "seconds": round(elapsed, 1)}
             message = f"step {step + 1}/{train.steps}  loss {running / 50:.4f}"
+            if readout is not None:
+                entry["goal_loss"] = running_goal / 50
+                message += f"  goal loss {running_goal / 50:.4f}"
+            log["loss"].append(entry)
             if progress is not None:
                 progress.set_postfix(loss=f"{running / 50:.4f}")
             else:
                 print(f"{message}  {elapsed / (step + 1 - start_step):.2f} s/step", file=sys.stderr, flush=True)
-            running = 0.0
+            running, running_goal = 0.0, 0.0
         if on_checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < train.steps:
             model.eval()
             on_checkpoint(step + 1)
@@ -188,7 +301,7 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
 
     started = time.perf_counter()
     if not any(data_dir.glob("*.npz")):
-        print(f"no episodes in {data_dir}: recording them (about 15 minutes on 2 cores)", file=sys.stderr)
+        print(f"no episodes in {data_dir}: recording them (about 9 minutes on 2 cores)", file=sys.stderr)
         collect(recipe.data, recipe.model, data_dir, workers=workers)
     collect_s = time.perf_counter() - started
     data = load_shards(data_dir)
@@ -206,6 +319,9 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     log = {"recipe": recipe.to_dict(), "samples": {r: int((data["robot"] == r).sum()) for r in robots},
            "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__, "loss": []}
     print(f"training {log['parameters'] / 1e6:.2f}M parameters on {log['samples']} samples", file=sys.stderr)
+    data["grounding_target"] = grounding_targets(data)
+    target_stats = {robot: target_normalization(data["grounding_target"][data["robot"] == robot])
+                    for robot in robots}
     batches = {robot: Batches({k: v[data["robot"] == robot] for k, v in data.items()}, seed=recipe.train.seed + i,
                               task_weights=dict(recipe.train.task_weights),
                               early_samples=recipe.train.early_samples, early_weight=recipe.train.early_weight)
@@ -216,8 +332,17 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
                         robot_stats=robot_stats)
 
     train_started = time.perf_counter()
+    readout = GroundingReadout(model, recipe.model.action_dim, target_stats)
+    if recipe.train.grounding_steps:
+        first = position_in_episode(data) < recipe.train.grounding_samples
+        first_batches = {robot: Batches({k: v[first & (data["robot"] == robot)] for k, v in data.items()},
+                                        seed=recipe.train.seed + i, task_weights=dict(recipe.train.task_weights))
+                         for i, robot in enumerate(robots)}
+        log["grounding_loss"] = []
+        ground(model, first_batches, processors, recipe.train, readout, log=log)
     optimize(model, batches, processors, recipe.train, action_dim=recipe.model.action_dim, log=log,
-             checkpoint_every=eval_every, on_checkpoint=save_intermediate)
+             checkpoint_every=eval_every, on_checkpoint=save_intermediate,
+             readout=readout if recipe.train.grounding_weight else None)
     log["train_seconds"] = round(time.perf_counter() - train_started, 1)
     log["collect_seconds"] = round(collect_s, 1)
     save_checkpoint(out_dir, config, model, default_processor, robot_stats=robot_stats)

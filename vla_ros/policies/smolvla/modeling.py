@@ -423,6 +423,12 @@ class SmolVLAModel(nn.Module):
         x_t = t * noise + (1 - t) * actions must move with velocity noise - actions. Mask padded action
         dimensions and steps past an episode's end before averaging.
         """
+        cache = self.encode_prefix(images, image_masks, lang_tokens, lang_masks, state)
+        return self.flow_matching_loss_on_prefix(cache, actions, noise, time)
+
+    def flow_matching_loss_on_prefix(self, cache: PrefixCache, actions: Tensor, noise: Tensor | None = None,
+                                     time: Tensor | None = None) -> Tensor:
+        """flow_matching_loss for prefixes already encoded (so that other training losses can share them)."""
         actions = actions.to(torch.float32)
         if noise is None:
             noise = torch.randn_like(actions)
@@ -430,7 +436,6 @@ class SmolVLAModel(nn.Module):
             time = self.sample_time(actions.shape[0], actions.device)
         t = time.to(torch.float32)[:, None, None]
         noisy = t * noise + (1 - t) * actions
-        cache = self.encode_prefix(images, image_masks, lang_tokens, lang_masks, state)
         velocity = self.velocity(cache, noisy, time.to(torch.float32))
         return F.mse_loss(velocity, noise - actions, reduction="none")
 
