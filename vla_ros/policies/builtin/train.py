@@ -116,7 +116,8 @@ class GroundingReadout:
     alone therefore learns to follow the heading and ignore the words. Regressing the instructed cube's table
     position from the observation gives every sample a target that only grounding the words in the images can
     meet. Regressing every cube's position beside it (no words needed) teaches the vision encoder to find cubes
-    first: with it, the instructed cube is found on unseen layouts after about 800 steps; without it, not in 2000.
+    first: with it, the instructed cube is found on unseen layouts (to about 2 cm on the so101) after about 1,000
+    steps; without it, it was still at chance after 2,000.
 
     The readout is the velocity the action expert predicts for an all-zero chunk at t=1, averaged over the chunk,
     in the padded action dimensions just past the robot's: no new parameters, and nothing the policy outputs
@@ -137,14 +138,6 @@ class GroundingReadout:
         with torch.no_grad():
             weight.mul_(mask)
         weight.register_hook(lambda grad: grad * mask)
-
-    def predict(self, cache, robot: str) -> np.ndarray:
-        """(B, width) read-out targets in metres."""
-        import torch
-
-        with torch.no_grad():
-            mean, std = self.stats[robot]
-            return self._normalized(cache).numpy() * std + mean
 
     def loss(self, cache, robot: str, targets: np.ndarray):
         """Mean squared error of the read-out targets, in units of the robot's spread of each."""
@@ -193,7 +186,8 @@ def ground(model, batches: dict[str, Batches], processors: dict, train: TrainRec
 
 def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainRecipe, *, action_dim: int,
              log: dict, start_step: int = 0, optimizer=None, checkpoint_every: int = 0,
-             on_checkpoint: Callable[[int], None] | None = None, progress=None, readout: GroundingReadout | None = None):
+             on_checkpoint: Callable[[int], None] | None = None, progress=None,
+             readout: GroundingReadout | None = None):
     """Flow-matching steps `start_step`..`train.steps` on the trainable parameters of `model`; returns the optimizer.
 
     One robot per batch (its own normalization), robots taking turns. Appends the mean loss of every 50 steps to
