@@ -25,7 +25,8 @@ from vla_ros.policies.factory import PolicyOptions, make_policy  # noqa: E402
 from vla_ros.policies.smolvla.checkpoint import VLM_ENV, load_checkpoint, save_checkpoint  # noqa: E402
 from vla_ros.policies.smolvla.config import SmolVLAConfig  # noqa: E402
 from vla_ros.policies.smolvla.modeling import SmolVLAModel  # noqa: E402
-from vla_ros.policies.smolvla.processor import SmolVLAProcessor  # noqa: E402
+from vla_ros.policies.smolvla.policy import RELATIVE_ACTIONS_KEY  # noqa: E402
+from vla_ros.policies.smolvla.processor import RelativeActions, SmolVLAProcessor  # noqa: E402
 from vla_ros.policies.smolvla.rtc import guidance_weight, prefix_weights  # noqa: E402
 from vla_ros.policies.smolvla.tiny import build_word_tokenizer, tiny_smolvla_config, tiny_vlm_config  # noqa: E402
 
@@ -166,6 +167,63 @@ def test_per_robot_normalization_stats_replace_the_checkpoint_stats(tiny):
     np.testing.assert_allclose(panda.sample(observation, _noise()),
                                normalized * panda_stats["action.std"] + panda_stats["action.mean"], atol=1e-4)
     assert "norm_stats/panda.safetensors" in panda.metadata.description
+
+
+def _relative_copy(directory: Path, destination: Path, mode: str | dict = "arm_joints") -> Path:
+    shutil.copytree(directory, destination)
+    config = json.loads((destination / "config.json").read_text())
+    config[RELATIVE_ACTIONS_KEY] = mode
+    (destination / "config.json").write_text(json.dumps(config))
+    return destination
+
+
+def test_relative_actions_shift_arm_joints_by_the_state_and_leave_grippers_and_padding_alone():
+    relative = RelativeActions(load_embodiment("so101"))  # 5 arm joints, then the gripper
+    state = np.arange(1, 9, dtype=np.float32)  # padded to 8 like the built-in policy's state
+    actions = np.full((2, 4, 8), 10.0, dtype=np.float32)
+    model_actions = relative.to_model(actions, np.stack([state, 2 * state]))
+    np.testing.assert_array_equal(model_actions[0, :, :5], np.broadcast_to(10.0 - state[:5], (4, 5)))
+    np.testing.assert_array_equal(model_actions[1, :, :5], np.broadcast_to(10.0 - 2 * state[:5], (4, 5)))
+    np.testing.assert_array_equal(model_actions[..., 5:], 10.0)  # gripper and padding
+    np.testing.assert_allclose(relative.from_model(model_actions, np.stack([state, 2 * state])), actions)
+    assert actions[0, 0, 0] == 10.0  # the input is not modified
+
+
+@pytest.mark.parametrize("mode", ["arm_joints", {"so101": "arm_joints"}])
+def test_relative_action_checkpoint_returns_absolute_actions_and_pulls_rtc_prefixes_in_its_frame(tiny, tmp_path, mode):
+    directory = _relative_copy(tiny[0], tmp_path / "relative", mode)
+    so101 = load_embodiment("so101")
+    absolute = make_policy(str(tiny[0]), embodiment=so101, options=OPTIONS)
+    relative = make_policy(str(directory), embodiment=so101, options=OPTIONS)
+    observation = _observation()
+    arm = np.r_[observation[STATE][:5], 0.0]  # the gripper (last joint) stays absolute
+    np.testing.assert_allclose(relative.sample(observation, _noise()), absolute.sample(observation, _noise()) + arm,
+                               atol=1e-5)
+    # The same guidance in absolute units: the frozen steps land on the old chunk as they do without the shift.
+    old = relative.sample(observation, _noise(1))[3:]
+    guided = relative.sample(observation, _noise(0), ChunkPrefix(actions=old, inference_delay_steps=3,
+                                                                 execution_horizon=3))
+    free = relative.sample(observation, _noise(0))
+    assert np.abs(guided[:3] - old[:3]).mean() < 0.2 * np.abs(free[:3] - old[:3]).mean()
+
+
+def test_robots_a_checkpoint_does_not_name_as_relative_get_absolute_actions(tiny, tmp_path):
+    directory = _relative_copy(tiny[0], tmp_path / "relative", {"so101": "arm_joints"})
+    panda = load_embodiment("panda")
+    relative = make_policy(str(directory), embodiment=panda, options=OPTIONS)
+    absolute = make_policy(str(tiny[0]), embodiment=panda, options=OPTIONS)
+    np.testing.assert_array_equal(relative.sample(_observation(), _noise()), absolute.sample(_observation(), _noise()))
+
+
+def test_relative_action_checkpoint_needs_a_robot_and_a_known_mode(tiny, tmp_path):
+    from vla_ros.policies.smolvla.policy import SmolVLAPolicy
+
+    directory = _relative_copy(tiny[0], tmp_path / "relative")
+    with pytest.raises(ConfigError, match=f"key '{RELATIVE_ACTIONS_KEY}'.*which of its joints are grippers"):
+        SmolVLAPolicy(load_checkpoint(directory), action_dt_s=0.1, warmup=False)
+    unknown = _relative_copy(tiny[0], tmp_path / "unknown", mode={"so101": "everything"})
+    with pytest.raises(ConfigError, match="'everything' is not a relative-action mode .* \\(arm_joints\\)"):
+        make_policy(str(unknown), embodiment=load_embodiment("so101"), options=OPTIONS)
 
 
 # -- errors ------------------------------------------------------------------------------------------------------

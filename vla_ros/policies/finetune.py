@@ -3,7 +3,8 @@
 Every frame of the dataset becomes a training sample the way the robot would see it at run time: the recorded
 joint positions and camera images go through the embodiment adapter exactly as live observations do (joint
 selection, units, padding, resize-with-pad), and the next `chunk_size` recorded commands become the action chunk
-in policy units (deltas taken against that frame's state for delta joints). Full fine-tuning suits small models;
+in policy units (deltas taken against that frame's state for delta joints, and for every arm joint where the
+checkpoint predicts relative actions, as the built-in one does). Full fine-tuning suits small models;
 `--lora-rank` trains low-rank adapters of the attention projections instead, for large ones. The result is a
 checkpoint directory that `vla-ros demo --policy <dir>` and the policy node load.
 """
@@ -108,11 +109,13 @@ def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config:
     if config.threads:
         torch.set_num_threads(config.threads)
     checkpoint = load_checkpoint(source)
-    policy = SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, robot=embodiment.robot, warmup=False)
+    policy = SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, embodiment=embodiment, warmup=False)
     features, model = policy.metadata.features, checkpoint.model
 
     started = time.perf_counter()
     data = dataset_samples(dataset_dir, embodiment, features)
+    if policy.relative_actions is not None:
+        data["action"] = policy.relative_actions.to_model(data["action"], data["state"])
     if config.stats == "dataset":
         stats = normalization_stats(data, np.ones(len(data["state"]), dtype=bool))
         processor = checkpoint.processor.with_stats(stats, source=f"dataset {dataset_dir}")

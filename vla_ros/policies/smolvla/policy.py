@@ -9,18 +9,23 @@ import numpy as np
 import torch
 
 from vla_ros.core.embodiment import EmbodimentConfig
-from vla_ros.core.errors import PolicyError
+from vla_ros.core.errors import ConfigError, PolicyError
 from vla_ros.core.features import ACTION, STATE, TASK, PolicyFeatures, PolicyObservation, image_key, image_mask_key
 from vla_ros.policies.base import ChunkPrefix, Policy, PolicyMetadata
 from vla_ros.policies.device import select_device, select_dtype
 from vla_ros.policies.smolvla.checkpoint import SmolVLACheckpoint, load_checkpoint, load_robot_stats, robot_stats_path
 from vla_ros.policies.smolvla.modeling import RTCGuidance
-from vla_ros.policies.smolvla.processor import batch_to
+from vla_ros.policies.smolvla.processor import RelativeActions, batch_to
 
 WARMUP_INSTRUCTION = "warm up"
 # config.json key of ours: where the adapter pads resized images. LeRobot pads top and left; the built-in
 # model was trained on vla_ros's centred padding and says so.
 IMAGE_PADDING_KEY = "vla_ros_image_padding"
+# config.json key of ours: "arm_joints" where the network predicts the arm joints' actions as offsets from the
+# observation's state (grippers stay absolute), or {robot: "arm_joints"} for the robots where it does; the others'
+# are absolute. LeRobot's SmolVLA predicts absolute actions and ignores the key.
+RELATIVE_ACTIONS_KEY = "vla_ros_relative_actions"
+RELATIVE_ACTION_MODES = ("arm_joints",)
 MAX_GUIDANCE_WEIGHT = 5.0  # beta of the RTC paper: caps the guidance early and late in the flow
 
 
@@ -32,19 +37,21 @@ class SmolVLAPolicy(Policy):
     chunks reproducible. With a ChunkPrefix, sampling is guided toward the old chunk (real-time chunking).
     """
 
-    def __init__(self, checkpoint: SmolVLACheckpoint, *, action_dt_s: float, robot: str | None = None,
+    def __init__(self, checkpoint: SmolVLACheckpoint, *, action_dt_s: float, embodiment: EmbodimentConfig | None = None,
                  warmup: bool = True, load_started_s: float | None = None):
-        """`robot`: use `<checkpoint>/norm_stats/<robot>.safetensors` instead of the checkpoint's stats if it
-        exists. `load_started_s`: time.perf_counter() when loading began, for metadata.load_time_s."""
+        """`embodiment`: the robot driven; its `<checkpoint>/norm_stats/<robot>.safetensors` replace the checkpoint's
+        stats if they exist, and its grippers are what a relative-action checkpoint keeps absolute.
+        `load_started_s`: time.perf_counter() when loading began, for metadata.load_time_s."""
         self._config = config = checkpoint.config
         self._model = checkpoint.model
         self._processor = checkpoint.processor
         stats_source = "the checkpoint's normalizer"
-        if robot is not None:
-            robot_stats = load_robot_stats(checkpoint.directory, robot)
+        if embodiment is not None:
+            robot_stats = load_robot_stats(checkpoint.directory, embodiment.robot)
             if robot_stats is not None:
-                stats_source = str(robot_stats_path(checkpoint.directory, robot))
+                stats_source = str(robot_stats_path(checkpoint.directory, embodiment.robot))
                 self._processor = self._processor.with_stats(robot_stats, source=stats_source)
+        self.relative_actions = _relative_actions(checkpoint, embodiment)
         self._device, self._dtype = self._model.device, self._model.dtype
         self._generator = torch.Generator(device="cpu")
         self._generator.seed()
@@ -91,11 +98,14 @@ class SmolVLAPolicy(Policy):
                ) -> np.ndarray:
         """`predict_chunk` with given noise (1, chunk_size, max_action_dim): same noise, same actions."""
         batch = batch_to(self._processor.preprocess([observation]), self._device, self._dtype)
-        guidance = self._guidance(prefix)
+        guidance = self._guidance(prefix, observation[STATE])
         # Guidance differentiates through the expert, which inference_mode forbids.
         with torch.no_grad() if guidance is not None else torch.inference_mode():
             actions = self._model.sample_actions(**batch, noise=noise.to(self._device), prefix=guidance)
-        return self._processor.unnormalize_actions(actions)[0]
+        actions = self._processor.unnormalize_actions(actions)[0]
+        if self.relative_actions is not None:
+            actions = self.relative_actions.from_model(actions, observation[STATE])
+        return actions
 
     def close(self) -> None:
         if self._device.type == "cuda":
@@ -104,13 +114,15 @@ class SmolVLAPolicy(Policy):
 
     # -- internals -------------------------------------------------------------------------------------------------
 
-    def _guidance(self, prefix: ChunkPrefix | None) -> RTCGuidance | None:
+    def _guidance(self, prefix: ChunkPrefix | None, state: np.ndarray) -> RTCGuidance | None:
         if prefix is None or len(prefix.actions) == 0:
             return None
         actions = np.asarray(prefix.actions, dtype=np.float32)
         if actions.ndim != 2 or actions.shape[1] != self._config.action_dim:
             raise PolicyError(f"smolvla: chunk prefix of shape {actions.shape}, expected (n, "
                               f"{self._config.action_dim})")
+        if self.relative_actions is not None:
+            actions = self.relative_actions.to_model(actions, state)
         return RTCGuidance(
             actions=self._processor.normalize_actions(actions[None]).to(self._device),
             inference_delay_steps=prefix.inference_delay_steps,
@@ -135,5 +147,25 @@ def load_smolvla(path: Path, *, embodiment: EmbodimentConfig, device: str = "aut
     torch_device = select_device(device)
     torch_dtype = select_dtype(torch_device, dtype)
     checkpoint = load_checkpoint(path, device=torch_device, dtype=torch_dtype)
-    return SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, robot=embodiment.robot,
+    return SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, embodiment=embodiment,
                          warmup=warmup, load_started_s=started)
+
+
+def _relative_actions(checkpoint: SmolVLACheckpoint, embodiment: EmbodimentConfig | None) -> RelativeActions | None:
+    """The checkpoint's relative-action transform for this robot; None where it predicts absolute actions."""
+    mode = checkpoint.config.extra.get(RELATIVE_ACTIONS_KEY)
+    if mode is None or mode == {}:
+        return None
+    source = str(checkpoint.directory / "config.json")
+    if embodiment is None:
+        raise ConfigError("this checkpoint predicts arm joints relative to the state and must know the robot and "
+                          "which of its joints are grippers: load it for a robot (an embodiment config)",
+                          source=source, key=RELATIVE_ACTIONS_KEY)
+    if isinstance(mode, dict):
+        mode = mode.get(embodiment.robot)
+        if mode is None:
+            return None
+    if mode not in RELATIVE_ACTION_MODES:
+        raise ConfigError(f"{mode!r} is not a relative-action mode this version of vla_ros knows "
+                          f"({', '.join(RELATIVE_ACTION_MODES)})", source=source, key=RELATIVE_ACTIONS_KEY)
+    return RelativeActions(embodiment)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.errors import ConfigError, PolicyError
 from vla_ros.core.features import ACTION, STATE, TASK, PolicyObservation, image_key, image_mask_key
 from vla_ros.policies.smolvla.config import SmolVLAConfig
@@ -158,6 +159,36 @@ class SmolVLAProcessor:
         resized = torch.nn.functional.interpolate(pixels[None], size=(resized_height, resized_width),
                                                   mode="bilinear", align_corners=False)[0]
         return torch.nn.functional.pad(resized, (size[1] - resized_width, 0, size[0] - resized_height, 0), value=0.0)
+
+
+class RelativeActions:
+    """Arm joints' actions as offsets from the state of the observation they were predicted from.
+
+    An absolute target must restate where the arm is in every action, and a small network blurs it toward the
+    poses it saw most (the arm drifts while it should hold still over a cube); an offset of zero means stay.
+    Grippers stay absolute: "closed" is the same command whatever the jaw's width. Applied in policy units,
+    before normalization, as openpi's delta-action transform is; dimensions past the robot's joints are padding.
+    """
+
+    def __init__(self, embodiment: EmbodimentConfig):
+        grippers = set(embodiment.gripper_joints)
+        self.mask = np.array([name not in grippers for name in embodiment.joint_names])
+        self.robot = embodiment.robot
+
+    def to_model(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """(..., H, action_dim) absolute policy-unit actions, (..., state_dim) states -> what the network predicts."""
+        return self._shift(actions, state, -1.0)
+
+    def from_model(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Mirror of `to_model`: the network's actions back to absolute policy units."""
+        return self._shift(actions, state, 1.0)
+
+    def _shift(self, actions: np.ndarray, state: np.ndarray, sign: float) -> np.ndarray:
+        n = len(self.mask)
+        actions = np.array(actions, dtype=np.float32)
+        offsets = np.where(self.mask, np.asarray(state, dtype=np.float32)[..., :n], 0.0)
+        actions[..., :n] += sign * offsets[..., None, :]
+        return actions
 
 
 def _pad_last(values: Tensor, width: int) -> Tensor:
