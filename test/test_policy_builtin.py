@@ -19,6 +19,8 @@ from vla_ros.policies.builtin.recipe import DataRecipe, ModelRecipe, Recipe, Tra
 from vla_ros.policies.builtin.train import build_config, normalization_stats, train  # noqa: E402
 from vla_ros.policies.checks import check_policy  # noqa: E402
 from vla_ros.policies.factory import BUILTIN_CHECKPOINT, PolicyOptions, make_policy  # noqa: E402
+from vla_ros.policies.smolvla.checkpoint import load_robot_stats  # noqa: E402
+from vla_ros.policies.smolvla.policy import RELATIVE_ACTIONS_KEY  # noqa: E402
 from vla_ros.sim.tasks import parse_instruction  # noqa: E402
 from vla_ros.sim.world import SimWorld  # noqa: E402
 
@@ -64,7 +66,7 @@ def test_shipped_checkpoint_is_small_and_made_by_the_recipe_in_the_repository():
     shipped = json.loads((BUILTIN_CHECKPOINT / "config.json").read_text())
     expected = build_config(Recipe().model).to_dict()
     for key in ("chunk_size", "max_state_dim", "max_action_dim", "resize_imgs_with_padding", "num_vlm_layers",
-                "input_features", "output_features", "num_steps"):
+                "input_features", "output_features", "num_steps", RELATIVE_ACTIONS_KEY):
         assert shipped[key] == json.loads(json.dumps(expected[key])), key
 
 
@@ -93,7 +95,15 @@ def test_recipe_collects_trains_and_writes_a_loadable_checkpoint(tmp_path):
     for robot in ("so101", "panda"):
         assert (out_dir / "norm_stats" / f"{robot}.safetensors").is_file()
         embodiment = load_embodiment(robot)
-        check_policy(make_policy(str(out_dir), embodiment=embodiment, options=OPTIONS), embodiment)
+        policy = make_policy(str(out_dir), embodiment=embodiment, options=OPTIONS)
+        check_policy(policy, embodiment)
+        assert (policy.relative_actions is not None) == (robot in TINY.model.relative_action_robots)
+    # The so101's arm actions were learned (and normalized) as offsets from the state, its gripper's as they are.
+    rows = data["robot"] == "so101"
+    offsets = (data["action"][rows] - data["state"][rows][:, None, :]).reshape(-1, 8)
+    mean = load_robot_stats(out_dir, "so101")["action.mean"]
+    np.testing.assert_allclose(mean[:5], offsets[:, :5].mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(mean[5], data["action"][rows][..., 5].mean(), atol=1e-4)
 
 
 def test_normalization_stats_leave_padding_alone():

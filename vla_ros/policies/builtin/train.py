@@ -248,6 +248,7 @@ def build_config(model: ModelRecipe):
     """The SmolVLA config of the built-in model: every part trains (there is no pretrained backbone to keep)."""
     from vla_ros.core.features import ACTION
     from vla_ros.policies.smolvla.config import Feature, SmolVLAConfig
+    from vla_ros.policies.smolvla.policy import IMAGE_PADDING_KEY, RELATIVE_ACTIONS_KEY
 
     image = Feature("VISUAL", (3, model.image_size, model.image_size))
     return SmolVLAConfig(
@@ -266,7 +267,8 @@ def build_config(model: ModelRecipe):
         num_vlm_layers=model.text_layers,
         expert_width_multiplier=model.expert_width_multiplier,
         vlm_model_name="vlm",
-        extra={"vla_ros_image_padding": "center"},  # trained on the adapter's centred padding, not LeRobot's
+        extra={IMAGE_PADDING_KEY: "center",  # trained on the adapter's centred padding, not LeRobot's
+               RELATIVE_ACTIONS_KEY: {robot: "arm_joints" for robot in model.relative_action_robots}},
     )
 
 
@@ -290,16 +292,21 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
           eval_every: int = 0) -> dict:
     import torch
 
+    from vla_ros.core.embodiment import load_embodiment
     from vla_ros.policies.smolvla.checkpoint import save_checkpoint
-    from vla_ros.policies.smolvla.processor import SmolVLAProcessor
+    from vla_ros.policies.smolvla.processor import RelativeActions, SmolVLAProcessor
 
     started = time.perf_counter()
     if not any(data_dir.glob("*.npz")):
-        print(f"no episodes in {data_dir}: recording them (about 9 minutes on 2 cores)", file=sys.stderr)
+        print(f"no episodes in {data_dir}: recording them (about 6 minutes on 2 cores)", file=sys.stderr)
         collect(recipe.data, recipe.model, data_dir, workers=workers)
     collect_s = time.perf_counter() - started
     data = load_shards(data_dir)
     robots = sorted(set(data["robot"].tolist()))
+    for robot in set(robots) & set(recipe.model.relative_action_robots):
+        rows = data["robot"] == robot
+        relative = RelativeActions(load_embodiment(robot))
+        data["action"][rows] = relative.to_model(data["action"][rows], data["state"][rows])
     robot_stats = {robot: normalization_stats(data, data["robot"] == robot) for robot in robots}
     all_stats = normalization_stats(data, np.ones(len(data["state"]), dtype=bool))
 
