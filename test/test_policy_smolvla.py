@@ -199,6 +199,7 @@ def test_relative_action_checkpoint_returns_absolute_actions_and_pulls_rtc_prefi
     arm = np.r_[observation[STATE][:5], 0.0]  # the gripper (last joint) stays absolute
     np.testing.assert_allclose(relative.sample(observation, _noise()), absolute.sample(observation, _noise()) + arm,
                                atol=1e-5)
+    assert "arm actions relative to the state" in relative.metadata.description
     # The same guidance in absolute units: the frozen steps land on the old chunk as they do without the shift.
     old = relative.sample(observation, _noise(1))[3:]
     guided = relative.sample(observation, _noise(0), ChunkPrefix(actions=old, inference_delay_steps=3,
@@ -221,7 +222,7 @@ def test_relative_action_checkpoint_needs_a_robot_and_a_known_mode(tiny, tmp_pat
     directory = _relative_copy(tiny[0], tmp_path / "relative")
     with pytest.raises(ConfigError, match=f"key '{RELATIVE_ACTIONS_KEY}'.*which of its joints are grippers"):
         SmolVLAPolicy(load_checkpoint(directory), action_dt_s=0.1, warmup=False)
-    unknown = _relative_copy(tiny[0], tmp_path / "unknown", mode={"so101": "everything"})
+    unknown = _relative_copy(tiny[0], tmp_path / "unknown", mode={"panda": "everything"})  # even another robot's
     with pytest.raises(ConfigError, match="'everything' is not a relative-action mode .* \\(arm_joints\\)"):
         make_policy(str(unknown), embodiment=load_embodiment("so101"), options=OPTIONS)
 

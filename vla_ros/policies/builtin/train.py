@@ -303,7 +303,7 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     collect_s = time.perf_counter() - started
     data = load_shards(data_dir)
     robots = sorted(set(data["robot"].tolist()))
-    for robot in set(robots) & set(recipe.model.relative_action_robots):
+    for robot in [robot for robot in robots if robot in recipe.model.relative_action_robots]:
         rows = data["robot"] == robot
         relative = RelativeActions(load_embodiment(robot))
         data["action"][rows] = relative.to_model(data["action"][rows], data["state"][rows])

@@ -66,7 +66,9 @@ class SmolVLAPolicy(Policy):
         self.metadata = PolicyMetadata(
             name="smolvla", features=features,
             description=(f"SmolVLA ({n_parameters / 1e6:.1f}M parameters, {config.num_steps} flow steps, "
-                         f"{dtype_name} on {self._device}, stats from {stats_source}) from {checkpoint.directory}"),
+                         f"{dtype_name} on {self._device}, stats from {stats_source}"
+                         f"{', arm actions relative to the state' if self.relative_actions else ''}) "
+                         f"from {checkpoint.directory}"),
             normalization={STATE: config.normalization_mode("STATE"), ACTION: config.normalization_mode("ACTION")},
             device=str(self._device), dtype=dtype_name,
             load_time_s=time.perf_counter() - load_started_s if load_started_s is not None else 0.0,
@@ -161,11 +163,10 @@ def _relative_actions(checkpoint: SmolVLACheckpoint, embodiment: EmbodimentConfi
         raise ConfigError("this checkpoint predicts arm joints relative to the state and must know the robot and "
                           "which of its joints are grippers: load it for a robot (an embodiment config)",
                           source=source, key=RELATIVE_ACTIONS_KEY)
-    if isinstance(mode, dict):
-        mode = mode.get(embodiment.robot)
-        if mode is None:
-            return None
-    if mode not in RELATIVE_ACTION_MODES:
-        raise ConfigError(f"{mode!r} is not a relative-action mode this version of vla_ros knows "
+    unknown = [m for m in (mode.values() if isinstance(mode, dict) else [mode]) if m not in RELATIVE_ACTION_MODES]
+    if unknown:
+        raise ConfigError(f"{unknown[0]!r} is not a relative-action mode this version of vla_ros knows "
                           f"({', '.join(RELATIVE_ACTION_MODES)})", source=source, key=RELATIVE_ACTIONS_KEY)
+    if isinstance(mode, dict) and embodiment.robot not in mode:
+        return None
     return RelativeActions(embodiment)
