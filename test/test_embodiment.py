@@ -49,6 +49,14 @@ def test_panda_arm_is_delta_gripper_absolute():
     assert panda.joints[-1].action is ActionMode.ABSOLUTE
 
 
+def test_arm_mask_leaves_out_every_gripper():
+    assert load_embodiment("so101").arm_mask.tolist() == [True] * 5 + [False]
+    aloha = load_embodiment("aloha")  # two arms, a gripper each
+    grippers = [name for name, arm in zip(aloha.joint_names, aloha.arm_mask, strict=True) if not arm]
+    assert grippers == list(aloha.gripper_joints)
+    assert len(aloha.gripper_joints) == 2
+
+
 def test_load_by_path(tmp_path: Path, so101_dict):
     path = tmp_path / "myarm.yaml"
     so101_dict["robot"] = "myarm"

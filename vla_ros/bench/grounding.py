@@ -66,8 +66,7 @@ def first_chunks(policy: Policy, pipeline: ActionPipeline, world, instruction: s
 def measure(policy: Policy, embodiment: EmbodimentConfig, world, *, task_family: str, layouts: int, seed: int
             ) -> dict:
     """Grounding accuracy and instruction sensitivity of `policy` over `layouts` layouts of `world`."""
-    gripper_joints = {g.joint for g in embodiment.grippers}
-    arm = np.array([joint.name not in gripper_joints for joint in embodiment.joints])
+    arm = embodiment.arm_mask
     colors = tuple(world.cube_colors)
     pipeline = ActionPipeline(embodiment, policy.metadata.features, PipelineConfig(),
                               supports_prefix=policy.metadata.supports_prefix)

@@ -173,6 +173,12 @@ class EmbodimentConfig:
         return np.array([j.action is ActionMode.DELTA for j in self.joints])
 
     @property
+    def arm_mask(self) -> np.ndarray:
+        """(n,) True for every joint that is not a gripper."""
+        grippers = set(self.gripper_joints)
+        return np.array([j.name not in grippers for j in self.joints])
+
+    @property
     def tracking_error_limits(self) -> np.ndarray | None:
         """(n,) cap on |command - measured| per joint: the joint's own value, else safety.max_tracking_error."""
         default = self.safety.max_tracking_error

@@ -57,8 +57,7 @@ def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed:
     expert = ScriptedExpert(world, task)
     pipeline.reset(world.joint_positions())
     rng = np.random.default_rng(seed if noise_seed is None else noise_seed)
-    gripper_joints = {g.joint for g in embodiment.grippers}
-    arm = np.array([joint.name not in gripper_joints for joint in embodiment.joints])  # perturb arm joints only
+    arm = embodiment.arm_mask  # perturb arm joints only
     samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[],
                              goal=world.cube_pose(task.color)[0][:2].astype(np.float32),
                              cubes=np.array([world.cube_pose(c)[0][:2] for c in data.colors], dtype=np.float32),

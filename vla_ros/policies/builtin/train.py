@@ -323,10 +323,14 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     data["grounding_target"] = grounding_targets(data)
     target_stats = {robot: target_normalization(data["grounding_target"][data["robot"] == robot])
                     for robot in robots}
-    batches = {robot: Batches({k: v[data["robot"] == robot] for k, v in data.items()}, seed=recipe.train.seed + i,
-                              task_weights=dict(recipe.train.task_weights),
-                              early_samples=recipe.train.early_samples, early_weight=recipe.train.early_weight)
-               for i, robot in enumerate(robots)}
+
+    def batches_per_robot(rows: np.ndarray, **weighting) -> dict[str, Batches]:
+        return {robot: Batches({k: v[rows & (data["robot"] == robot)] for k, v in data.items()},
+                               seed=recipe.train.seed + i, task_weights=dict(recipe.train.task_weights), **weighting)
+                for i, robot in enumerate(robots)}
+
+    batches = batches_per_robot(np.ones(len(data["state"]), dtype=bool), early_samples=recipe.train.early_samples,
+                                early_weight=recipe.train.early_weight)
 
     def save_intermediate(step: int) -> None:
         save_checkpoint(out_dir.with_name(f"{out_dir.name}_step{step}"), config, model, default_processor,
@@ -335,10 +339,7 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     train_started = time.perf_counter()
     readout = GroundingReadout(model, recipe.model.action_dim, target_stats)
     if recipe.train.grounding_steps:
-        first = position_in_episode(data) < recipe.train.grounding_samples
-        first_batches = {robot: Batches({k: v[first & (data["robot"] == robot)] for k, v in data.items()},
-                                        seed=recipe.train.seed + i, task_weights=dict(recipe.train.task_weights))
-                         for i, robot in enumerate(robots)}
+        first_batches = batches_per_robot(position_in_episode(data) < recipe.train.grounding_samples)
         log["grounding_loss"] = []
         ground(model, first_batches, processors, recipe.train, readout, log=log)
     optimize(model, batches, processors, recipe.train, action_dim=recipe.model.action_dim, log=log,

@@ -173,8 +173,7 @@ class RelativeActions:
     """
 
     def __init__(self, embodiment: EmbodimentConfig):
-        grippers = set(embodiment.gripper_joints)
-        self.mask = np.array([name not in grippers for name in embodiment.joint_names])
+        self.mask = embodiment.arm_mask
 
     def to_model(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
         """(..., H, action_dim) absolute policy-unit actions, (..., state_dim) states -> what the network predicts."""
