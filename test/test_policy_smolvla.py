@@ -187,6 +187,9 @@ def test_relative_actions_shift_arm_joints_by_the_state_and_leave_grippers_and_p
     np.testing.assert_array_equal(model_actions[..., 5:], 10.0)  # gripper and padding
     np.testing.assert_allclose(relative.from_model(model_actions, np.stack([state, 2 * state])), actions)
     assert actions[0, 0, 0] == 10.0  # the input is not modified
+    # The panda's config already makes its arm joints deltas (the adapter adds the state): no second shift.
+    panda = RelativeActions(load_embodiment("panda"))
+    np.testing.assert_array_equal(panda.to_model(actions, np.stack([state, 2 * state])), actions)
 
 
 @pytest.mark.parametrize("mode", ["arm_joints", {"so101": "arm_joints"}])

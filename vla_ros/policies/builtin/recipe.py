@@ -56,10 +56,10 @@ class ModelRecipe:
     max_action_dim: int = 32
     num_flow_steps: int = 10
     tokenizer_max_length: int = 16
-    # Robots whose arm joints' actions are offsets from the observed state (smolvla.processor.RelativeActions);
-    # the others' are absolute. Measured on held-out touch episodes (so101 / panda success): absolute for both
-    # 0.65 / 0.85, relative for both 0.90 / 0.45. With absolute targets the so101 drifted 3-5 cm sideways while
-    # it should have descended onto the cube; with offsets the 7-joint panda wandered off and did not come back.
+    # Robots whose arm joints' actions the network predicts as offsets from the observed state
+    # (smolvla.processor.RelativeActions). The panda's config already makes its arm joints deltas, so its chunks
+    # were offsets all along; the so101's config is absolute (LeRobot's convention), and with absolute targets it
+    # drifted 3-5 cm sideways while it should have descended onto the cube (held-out touch success 0.65 -> 0.75).
     relative_action_robots: tuple[str, ...] = ("so101",)
 
 

@@ -168,12 +168,13 @@ class RelativeActions:
     poses it saw most (the arm drifts while it should hold still over a cube); an offset of zero means stay.
     Grippers stay absolute: "closed" is the same command whatever the jaw's width. Applied in policy units,
     before normalization, as openpi's delta-action transform is; dimensions past the robot's joints are padding.
-    Offsets can also let errors pile up (the built-in model's panda wandered off with them), so a checkpoint
-    names the robots it uses them for.
+    Joints the robot's config already declares `action: delta` (the panda's arm) reach the policy as offsets
+    through the adapter, and are not shifted a second time: this is for robots whose config is absolute because
+    their other policies expect it (LeRobot's so101).
     """
 
     def __init__(self, embodiment: EmbodimentConfig):
-        self.mask = embodiment.arm_mask
+        self.mask = embodiment.arm_mask & ~embodiment.delta_mask
 
     def to_model(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
         """(..., H, action_dim) absolute policy-unit actions, (..., state_dim) states -> what the network predicts."""
