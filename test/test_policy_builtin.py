@@ -89,6 +89,10 @@ def test_recipe_collects_trains_and_writes_a_loadable_checkpoint(tmp_path):
         np.testing.assert_allclose(data["goal"][samples], np.broadcast_to(world.cube_pose(color)[0][:2],
                                                                           (samples.sum(), 2)), atol=1e-6)
         np.testing.assert_allclose(data["cubes"][samples], np.broadcast_to(cubes, (samples.sum(), 3, 2)), atol=1e-6)
+        # ... and where the tool centre point was: the episode starts at the home pose, then the arm moves.
+        tcp = data["tcp"][samples]
+        np.testing.assert_allclose(tcp[0], world.tcp_pose()[0], atol=1e-5)
+        assert np.linalg.norm(tcp[-1] - tcp[0]) > 0.02
 
     log = train(TINY, data_dir, out_dir, threads=1)
     assert len(log["loss"]) == 0 or np.isfinite(log["loss"][-1]["loss"])
@@ -106,12 +110,50 @@ def test_recipe_collects_trains_and_writes_a_loadable_checkpoint(tmp_path):
     np.testing.assert_allclose(mean[5], data["action"][rows][..., 5].mean(), atol=1e-4)
 
 
+@pytest.mark.parametrize("per_layout", [1, 3])
+def test_episodes_cycle_through_the_colours_and_share_layouts_as_the_recipe_says(per_layout):
+    recipe = replace(DataRecipe(), instructions_per_layout=per_layout)
+    episodes = [episode_layout(recipe, "so101", "touch", i) for i in range(6)]
+    assert [color for _, color in episodes] == ["red", "green", "blue"] * 2
+    assert len({seed for seed, _ in episodes}) == 6 // per_layout
+    assert episode_layout(recipe, "panda", "touch", 0)[0] != episodes[0][0]  # each robot has its own layouts
+
+
 def test_normalization_stats_leave_padding_alone():
     data = {"state": np.array([[1.0, 0.0], [3.0, 0.0]]), "action": np.array([[[1.0, 0.0]], [[3.0, 0.0]]])}
     stats = normalization_stats(data, np.array([True, True]))
     np.testing.assert_allclose(stats["observation.state.mean"], [2.0, 0.0])
     np.testing.assert_allclose(stats["observation.state.std"], [1.0, 1.0])  # the zero pad gets std 1, not 0
 
+
+
+def test_training_images_are_shifted_per_camera_within_their_limit():
+    from vla_ros.policies.builtin.train import Batches
+
+    rng = np.random.default_rng(0)
+    n, size = 6, 24
+    data = {"state": np.zeros((n, 8), np.float32), "action": np.zeros((n, 4, 8), np.float32),
+            "episode": np.arange(n), "instruction": np.array(["touch the red cube"] * n),
+            "robot": np.array(["so101"] * n),
+            "image_front": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+            "image_wrist": rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)}
+    batches = Batches(data, seed=0, task_weights={}, max_shift_px={"front": 0, "wrist": 2})
+
+    def shift_of(image: np.ndarray, originals: np.ndarray) -> tuple[int, int] | None:
+        """The (dy, dx) that maps one of `originals` onto `image` away from the edge padding, if any."""
+        inner = image[3:-3, 3:-3]
+        for original in originals:
+            for dy in range(-3, 4):
+                for dx in range(-3, 4):
+                    if np.array_equal(inner, original[3 + dy: size - 3 + dy, 3 + dx: size - 3 + dx]):
+                        return dy, dx
+        return None
+
+    observations, _, _ = batches.sample(64)
+    wrist_shifts = {shift_of(o["observation.images.wrist"], data["image_wrist"]) for o in observations}
+    assert all(shift_of(o["observation.images.front"], data["image_front"]) == (0, 0) for o in observations)
+    assert None not in wrist_shifts and all(max(abs(dy), abs(dx)) <= 2 for dy, dx in wrist_shifts)
+    assert len(wrist_shifts) > 5  # shifted, and not always by the same amount
 
 def test_recipe_steps_can_be_overridden_without_touching_the_rest():
     quick = replace(Recipe(), train=replace(Recipe().train, steps=10))

@@ -30,6 +30,7 @@ class EpisodeSamples:
     states: list[np.ndarray]
     images: dict[str, list[np.ndarray]]
     actions: list[np.ndarray]
+    tcp: list[np.ndarray]  # (3,) tool centre point (m, world frame) at each sample
     goal: np.ndarray  # (2,) table position (m, world frame) of the instructed cube at the start
     cubes: np.ndarray  # (colours, 2) table positions of every cube at the start, in the recipe's colour order
     success: bool
@@ -39,8 +40,8 @@ def episode_layout(recipe: DataRecipe, robot: str, task: str, index: int) -> tup
     """(layout seed, target colour) of episode `index`: consecutive episodes share a layout, one per colour."""
     robot_index = recipe.robots.index(robot)
     task_index = [name for name, _ in recipe.tasks].index(task)
-    layout, color = divmod(index, len(recipe.colors))
-    return recipe.seed + 10_000 * robot_index + 1_000 * task_index + layout, recipe.colors[color]
+    layout = index // recipe.instructions_per_layout
+    return recipe.seed + 10_000 * robot_index + 1_000 * task_index + layout, recipe.colors[index % len(recipe.colors)]
 
 
 def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed: int, data: DataRecipe,
@@ -58,7 +59,7 @@ def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed:
     pipeline.reset(world.joint_positions())
     rng = np.random.default_rng(seed if noise_seed is None else noise_seed)
     arm = embodiment.arm_mask  # perturb arm joints only
-    samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[],
+    samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[], tcp=[],
                              goal=world.cube_pose(task.color)[0][:2].astype(np.float32),
                              cubes=np.array([world.cube_pose(c)[0][:2] for c in data.colors], dtype=np.float32),
                              success=False)
@@ -81,6 +82,7 @@ def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed:
                 for key in CAMERA_KEYS:
                     samples.images[key].append(batch[image_key(key)])
                 samples.actions.append(actions.astype(np.float32))
+                samples.tcp.append(world.tcp_pose()[0].astype(np.float32))
             # prepare() marked a chunk as pending, so needs_chunk() is False from here on: a chunk is queued only
             # on ticks that do not record, and a recording tick that wanted one leaves it to the next tick.
             # (The shipped weights were trained on data made this way; queueing at once changes the data.)
@@ -109,7 +111,7 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
 
     embodiment = load_embodiment(robot)
     world = SimWorld(robot, camera_size=data.render_size, colors=data.colors)
-    states, actions, goals, cubes, episode_index, instructions = [], [], [], [], [], []
+    states, actions, tcps, goals, cubes, episode_index, instructions = [], [], [], [], [], [], []
     images: dict[str, list[np.ndarray]] = {k: [] for k in CAMERA_KEYS}
     failures = 0
     start = time.perf_counter()
@@ -123,6 +125,7 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
             continue
         states += episode.states
         actions += episode.actions
+        tcps += episode.tcp
         goals += [episode.goal] * len(episode.states)
         cubes += [episode.cubes] * len(episode.states)
         for key in CAMERA_KEYS:
@@ -134,6 +137,7 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
         out,
         state=np.asarray(states, dtype=np.float32),
         action=np.asarray(actions, dtype=np.float32),
+        tcp=np.asarray(tcps, dtype=np.float32).reshape(-1, 3),
         goal=np.asarray(goals, dtype=np.float32),
         cubes=np.asarray(cubes, dtype=np.float32),
         episode=np.asarray(episode_index, dtype=np.int32),

@@ -22,7 +22,7 @@ from vla_ros.policies.builtin.collect import collect, load_shards
 from vla_ros.policies.builtin.recipe import CAMERA_KEYS, VOCABULARY, ModelRecipe, Recipe, TrainRecipe
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
-MAX_SHIFT_PX = 4  # random image translation: the few hundred episodes would otherwise be memorised pixel by pixel
+FINETUNE_SHIFT_PX = 4  # image translation for fine-tuning data, whose cameras' geometry we do not know
 EPS = 1e-6
 
 
@@ -37,9 +37,16 @@ def normalization_stats(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[s
     return stats
 
 
-def grounding_targets(data: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, 2 + 2 * colours): the instructed cube's table position, then every cube's (recipe colour order)."""
-    return np.concatenate([data["goal"], data["cubes"].reshape(len(data["cubes"]), -1)], axis=1)
+def grounding_targets(data: dict[str, np.ndarray], *, tcp_offset: bool) -> np.ndarray:
+    """(N, 2 + 2 * colours [+ 2]): the instructed cube's table position, then every cube's (recipe colour order),
+    then, with `tcp_offset`, the instructed cube's table position relative to the tool centre point's."""
+    targets = [data["goal"], data["cubes"].reshape(len(data["cubes"]), -1)]
+    if tcp_offset:
+        if "tcp" not in data:
+            raise KeyError("the episode shards have no 'tcp' (recorded before it was added): record them again "
+                           "into an empty --data folder")
+        targets.append(data["goal"] - data["tcp"][:, :2])
+    return np.concatenate(targets, axis=1)
 
 
 def target_normalization(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +59,13 @@ class Batches:
     """Random training batches, balanced over (robot, task) groups, as lists of policy observations + actions."""
 
     def __init__(self, data: dict[str, np.ndarray], seed: int, task_weights: dict[str, float], *,
-                 early_samples: int = 0, early_weight: float = 1.0, camera_keys: tuple[str, ...] = CAMERA_KEYS):
+                 early_samples: int = 0, early_weight: float = 1.0, camera_keys: tuple[str, ...] = CAMERA_KEYS,
+                 max_shift_px: dict[str, int] | int = FINETUNE_SHIFT_PX):
+        """`max_shift_px`: random translation of each camera's images, up to this many pixels either way."""
         self.data = data
         self.camera_keys = camera_keys
+        self.max_shift_px = (max_shift_px if isinstance(max_shift_px, dict)
+                             else dict.fromkeys(camera_keys, max_shift_px))
         self.rng = np.random.default_rng(seed)
         task = np.array([text.split(" ")[0] for text in data["instruction"]])
         keys = np.char.add(np.char.add(data["robot"].astype(str), "/"), task)
@@ -73,17 +84,19 @@ class Batches:
         for i in indices:
             observation = {STATE: self.data["state"][i], TASK: str(self.data["instruction"][i])}
             for key in self.camera_keys:
-                observation[image_key(key)] = self._shifted(self.data[f"image_{key}"][i])
+                observation[image_key(key)] = self._shifted(self.data[f"image_{key}"][i], self.max_shift_px[key])
                 observation[image_mask_key(key)] = True
             observations.append(observation)
         targets = self.data["grounding_target"][indices] if "grounding_target" in self.data else None
         return observations, self.data["action"][indices], targets
 
-    def _shifted(self, image: np.ndarray) -> np.ndarray:
-        dy, dx = self.rng.integers(-MAX_SHIFT_PX, MAX_SHIFT_PX + 1, size=2)
-        padded = np.pad(image, ((MAX_SHIFT_PX,) * 2, (MAX_SHIFT_PX,) * 2, (0, 0)), mode="edge")
+    def _shifted(self, image: np.ndarray, shift: int) -> np.ndarray:
+        if shift == 0:
+            return image
+        dy, dx = self.rng.integers(-shift, shift + 1, size=2)
+        padded = np.pad(image, ((shift,) * 2, (shift,) * 2, (0, 0)), mode="edge")
         h, w = image.shape[:2]
-        return padded[MAX_SHIFT_PX + dy: MAX_SHIFT_PX + dy + h, MAX_SHIFT_PX + dx: MAX_SHIFT_PX + dx + w]
+        return padded[shift + dy: shift + dy + h, shift + dx: shift + dx + w]
 
 
 def position_in_episode(data: dict[str, np.ndarray]) -> np.ndarray:
@@ -320,13 +333,14 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     log = {"recipe": recipe.to_dict(), "samples": {r: int((data["robot"] == r).sum()) for r in robots},
            "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__, "loss": []}
     print(f"training {log['parameters'] / 1e6:.2f}M parameters on {log['samples']} samples", file=sys.stderr)
-    data["grounding_target"] = grounding_targets(data)
+    data["grounding_target"] = grounding_targets(data, tcp_offset=recipe.train.grounding_tcp_offset)
     target_stats = {robot: target_normalization(data["grounding_target"][data["robot"] == robot])
                     for robot in robots}
 
     def batches_per_robot(rows: np.ndarray, **weighting) -> dict[str, Batches]:
         return {robot: Batches({k: v[rows & (data["robot"] == robot)] for k, v in data.items()},
-                               seed=recipe.train.seed + i, task_weights=dict(recipe.train.task_weights), **weighting)
+                               seed=recipe.train.seed + i, task_weights=dict(recipe.train.task_weights),
+                               max_shift_px=dict(recipe.train.max_image_shift_px), **weighting)
                 for i, robot in enumerate(robots)}
 
     batches = batches_per_robot(np.ones(len(data["state"]), dtype=bool), early_samples=recipe.train.early_samples,
