@@ -126,7 +126,6 @@ def test_normalization_stats_leave_padding_alone():
     np.testing.assert_allclose(stats["observation.state.std"], [1.0, 1.0])  # the zero pad gets std 1, not 0
 
 
-
 def test_training_images_are_shifted_per_camera_within_their_limit():
     from vla_ros.policies.builtin.train import Batches
 
@@ -154,6 +153,7 @@ def test_training_images_are_shifted_per_camera_within_their_limit():
     assert all(shift_of(o["observation.images.front"], data["image_front"]) == (0, 0) for o in observations)
     assert None not in wrist_shifts and all(max(abs(dy), abs(dx)) <= 2 for dy, dx in wrist_shifts)
     assert len(wrist_shifts) > 5  # shifted, and not always by the same amount
+
 
 def test_recipe_steps_can_be_overridden_without_touching_the_rest():
     quick = replace(Recipe(), train=replace(Recipe().train, steps=10))

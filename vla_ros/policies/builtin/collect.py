@@ -37,7 +37,8 @@ class EpisodeSamples:
 
 
 def episode_layout(recipe: DataRecipe, robot: str, task: str, index: int) -> tuple[int, str]:
-    """(layout seed, target colour) of episode `index`: consecutive episodes share a layout, one per colour."""
+    """(layout seed, target colour) of episode `index`: colours take turns, and every
+    `recipe.instructions_per_layout` consecutive episodes share a layout."""
     robot_index = recipe.robots.index(robot)
     task_index = [name for name, _ in recipe.tasks].index(task)
     layout = index // recipe.instructions_per_layout

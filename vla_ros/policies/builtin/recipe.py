@@ -81,14 +81,14 @@ class TrainRecipe:
     seed: int = 0
     threads: int = 2
     task_weights: tuple[tuple[str, float], ...] = (("touch", 3.0), ("pick", 1.0))  # share of batches per task
-    # Samples from the first `early_samples` of an episode are drawn `early_weight` times as often: there the
-    # instruction is the only clue to the target; later the arm's own heading gives it away, and a model
-    # trained on all ticks alike learns to follow its heading and ignore the words.
     # Random translation of each camera's training images, at most this many pixels either way, so that a few
     # hundred layouts are not memorised pixel by pixel. Even for the fixed front camera, where a pixel is about
     # 6 mm of the so101's table, less shift did worse: 1 px on the front camera gave held-out touch success
-    # 0.68 (so101) and 0.63 (panda) against 0.74 and 0.80 with 4 px (seeds 0-119).
+    # 0.68 (so101) and 0.63 (panda) on seeds 0-119, against about 0.74 and 0.82 with 4 px.
     max_image_shift_px: tuple[tuple[str, int], ...] = (("front", 4), ("wrist", 4))
+    # Samples from the first `early_samples` of an episode are drawn `early_weight` times as often: there the
+    # instruction is the only clue to the target; later the arm's own heading gives it away, and a model
+    # trained on all ticks alike learns to follow its heading and ignore the words.
     early_samples: int = 15
     early_weight: float = 4.0
     # Grounding (train.GroundingReadout): first `grounding_steps` of regressing where the instructed cube and every
