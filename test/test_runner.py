@@ -57,7 +57,7 @@ class PrefixRecorder:
 def wait_idle(runner: PolicyRunner, timeout_s: float = 10.0) -> None:
     # The simulated clock stands still while the worker thinks, as if inference took no simulated time.
     deadline = time.monotonic() + timeout_s
-    while runner._worker.busy and time.monotonic() < deadline:
+    while runner.inference_in_flight and time.monotonic() < deadline:
         time.sleep(0.001)
 
 

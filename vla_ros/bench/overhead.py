@@ -154,7 +154,7 @@ def side_by_side(robot: str, n_cameras: int, *, steps: int, image_size: tuple[in
         runner.tick(now)
         if k >= 200:
             timings["vla_ros"].append(time.perf_counter() - t0)
-        while runner._worker.busy:  # the instant policy: keep the stream identical for every implementation
+        while runner.inference_in_flight:  # the instant policy: keep the stream identical for every implementation
             time.sleep(0)
     runner.close()
     timings["prepare_every_tick"] = [t / 1e3 for t in

@@ -89,6 +89,11 @@ class PolicyRunner:
             self.undecodable[source] += 1
 
     @property
+    def inference_in_flight(self) -> bool:
+        """The policy is computing a chunk; the next is requested only after it arrives."""
+        return self._worker.busy
+
+    @property
     def dropped_messages(self) -> int:
         return sum(sum(reasons.values()) for reasons in self.assembler.drops.values()) + sum(self.undecodable.values())
 
@@ -127,7 +132,7 @@ class PolicyRunner:
                 self.pipeline.reset(measured)
                 self._started = True
             self._accept_pending(now)
-            if not self.paused and self.pipeline.needs_chunk(now) and not self._worker.busy:
+            if not self.paused and self.pipeline.needs_chunk(now) and not self.inference_in_flight:
                 observation = self.assembler.assemble(now, self.instruction)
                 if observation is not None:
                     batch, request = self.pipeline.prepare(observation, now=now)
