@@ -200,3 +200,26 @@ def test_goal_readout_learns_the_goal_and_padded_dimensions_never_reach_the_acti
         actions = model.sample_actions(**inputs, noise=noise)[:, :, :recipe.action_dim]
         actions_other = model.sample_actions(**inputs, noise=other)[:, :, :recipe.action_dim]
     torch.testing.assert_close(actions, actions_other)
+
+
+def test_weight_average_follows_the_ema_with_warmup_and_swaps_in_only_inside_its_block():
+    import torch
+
+    from vla_ros.policies.builtin.train import WeightAverage
+
+    model = torch.nn.Linear(3, 2)
+    model.bias.requires_grad_(False)  # frozen weights are not averaged
+    average = WeightAverage(model, decay=0.9)
+    expected = model.weight.detach().numpy().astype(np.float64).copy()
+    for n in range(1, 41):
+        with torch.no_grad():
+            model.weight.add_(0.1 * n)
+        average.update()
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * model.weight.detach().numpy()
+    own = model.weight.detach().clone()
+    with average.applied():
+        np.testing.assert_allclose(model.weight.detach().numpy(), expected, rtol=1e-5)
+        assert not torch.equal(model.weight, own)
+    assert torch.equal(model.weight, own)  # the training weights are back, bit for bit
+    assert len(average.average) == 1

@@ -74,13 +74,16 @@ class ModelRecipe:
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    steps: int = 4_000  # flow-matching steps, after the grounding steps
+    steps: int = 3_200  # flow-matching steps, after the grounding steps (3,600-4,000 spread as widely)
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    seed: int = 0
+    # Trainings that differ only in this seed (or in the thread count) differ by up to 0.2 in held-out success
+    # (README, Results). Seed 1 was chosen over seed 0 on validation layouts (demo seeds 500-559), never on the
+    # held-out seeds 0-99 the README reports.
+    seed: int = 1
     threads: int = 2
     task_weights: tuple[tuple[str, float], ...] = (("touch", 3.0), ("pick", 1.0))  # share of batches per task
     # Random translation of each camera's training images, at most this many pixels either way, so that a few
@@ -104,6 +107,10 @@ class TrainRecipe:
     # it the so101 missed by 3-5 cm sideways and never corrected it in the descent, where only this offset
     # matters. With it, held-out touch success rose to 0.83 (so101, from about 0.74) and 0.84 (panda, from about 0.82).
     grounding_tcp_offset: bool = True
+    # The checkpoint holds an exponential moving average of the flow-matching steps' weights
+    # (train.WeightAverage), not the last step's; 0 turns it off. In two trainings, on validation layouts,
+    # it moved the panda from 0.65 to 0.73 and from 0.82 to 0.93, the so101 from 0.82 to 0.82 and from 0.88 to 0.92.
+    ema_decay: float = 0.998
 
 
 @dataclass(frozen=True)

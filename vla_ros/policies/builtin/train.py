@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -197,15 +198,58 @@ def ground(model, batches: dict[str, Batches], processors: dict, train: TrainRec
     model.eval()
 
 
+class WeightAverage:
+    """Exponential moving average of a model's trainable weights, updated after every optimizer step.
+
+    The last steps' weights still wander with the noise of single batches, and where they stop is a matter of
+    luck; their average is not. Early on, the decay is min(decay, (1 + n) / (10 + n)) after n updates, so the
+    average is not anchored to the first weights.
+    """
+
+    def __init__(self, model, decay: float):
+        import torch
+
+        self.decay = decay
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        with torch.no_grad():
+            self.average = [p.detach().clone() for p in self.parameters]
+        self.updates = 0
+
+    def update(self) -> None:
+        import torch
+
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - decay)
+
+    @contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the block, its own outside."""
+        import torch
+
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.parameters]
+            for parameter, average in zip(self.parameters, self.average, strict=True):
+                parameter.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for parameter, weights in zip(self.parameters, own, strict=True):
+                    parameter.copy_(weights)
+
+
 def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainRecipe, *, action_dim: int,
              log: dict, start_step: int = 0, optimizer=None, checkpoint_every: int = 0,
              on_checkpoint: Callable[[int], None] | None = None, progress=None,
-             readout: GroundingReadout | None = None):
+             readout: GroundingReadout | None = None, average: WeightAverage | None = None):
     """Flow-matching steps `start_step`..`train.steps` on the trainable parameters of `model`; returns the optimizer.
 
     One robot per batch (its own normalization), robots taking turns. Appends the mean loss of every 50 steps to
     log["loss"]; calls `on_checkpoint(step)` every `checkpoint_every` steps (not at the last). With a `readout`,
-    its goal loss, weighted by `train.grounding_weight`, is added to every step's.
+    its goal loss, weighted by `train.grounding_weight`, is added to every step's. With an `average`, it is
+    updated after every step.
     """
     import torch
 
@@ -233,6 +277,8 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update()
         running += loss.item()
         if progress is not None:
             progress.update(1)
@@ -346,9 +392,13 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     batches = batches_per_robot(np.ones(len(data["state"]), dtype=bool), early_samples=recipe.train.early_samples,
                                 early_weight=recipe.train.early_weight)
 
+    def averaged():
+        return average.applied() if average is not None else nullcontext()
+
     def save_intermediate(step: int) -> None:
-        save_checkpoint(out_dir.with_name(f"{out_dir.name}_step{step}"), config, model, default_processor,
-                        robot_stats=robot_stats)
+        with averaged():
+            save_checkpoint(out_dir.with_name(f"{out_dir.name}_step{step}"), config, model, default_processor,
+                            robot_stats=robot_stats)
 
     train_started = time.perf_counter()
     readout = GroundingReadout(model, recipe.model.action_dim, target_stats)
@@ -356,12 +406,14 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
         first_batches = batches_per_robot(position_in_episode(data) < recipe.train.grounding_samples)
         log["grounding_loss"] = []
         ground(model, first_batches, processors, recipe.train, readout, log=log)
+    average = WeightAverage(model, recipe.train.ema_decay) if recipe.train.ema_decay else None
     optimize(model, batches, processors, recipe.train, action_dim=recipe.model.action_dim, log=log,
              checkpoint_every=eval_every, on_checkpoint=save_intermediate,
-             readout=readout if recipe.train.grounding_weight else None)
+             readout=readout if recipe.train.grounding_weight else None, average=average)
     log["train_seconds"] = round(time.perf_counter() - train_started, 1)
     log["collect_seconds"] = round(collect_s, 1)
-    save_checkpoint(out_dir, config, model, default_processor, robot_stats=robot_stats)
+    with averaged():
+        save_checkpoint(out_dir, config, model, default_processor, robot_stats=robot_stats)
     (out_dir / "training_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
     plot_loss(log, out_dir / "training_loss.png",
               title=f"built-in VLA, {log['parameters'] / 1e6:.2f}M parameters, {log['train_seconds'] / 60:.0f} min")
