@@ -392,6 +392,14 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
     batches = batches_per_robot(np.ones(len(data["state"]), dtype=bool), early_samples=recipe.train.early_samples,
                                 early_weight=recipe.train.early_weight)
 
+    train_started = time.perf_counter()
+    readout = GroundingReadout(model, recipe.model.action_dim, target_stats)
+    if recipe.train.grounding_steps:
+        first_batches = batches_per_robot(position_in_episode(data) < recipe.train.grounding_samples)
+        log["grounding_loss"] = []
+        ground(model, first_batches, processors, recipe.train, readout, log=log)
+    average = WeightAverage(model, recipe.train.ema_decay) if recipe.train.ema_decay else None
+
     def averaged():
         return average.applied() if average is not None else nullcontext()
 
@@ -400,13 +408,6 @@ def train(recipe: Recipe, data_dir: Path, out_dir: Path, *, workers: int = 2, th
             save_checkpoint(out_dir.with_name(f"{out_dir.name}_step{step}"), config, model, default_processor,
                             robot_stats=robot_stats)
 
-    train_started = time.perf_counter()
-    readout = GroundingReadout(model, recipe.model.action_dim, target_stats)
-    if recipe.train.grounding_steps:
-        first_batches = batches_per_robot(position_in_episode(data) < recipe.train.grounding_samples)
-        log["grounding_loss"] = []
-        ground(model, first_batches, processors, recipe.train, readout, log=log)
-    average = WeightAverage(model, recipe.train.ema_decay) if recipe.train.ema_decay else None
     optimize(model, batches, processors, recipe.train, action_dim=recipe.model.action_dim, log=log,
              checkpoint_every=eval_every, on_checkpoint=save_intermediate,
              readout=readout if recipe.train.grounding_weight else None, average=average)
