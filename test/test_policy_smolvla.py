@@ -243,7 +243,7 @@ def test_missing_vlm_says_what_to_download_and_env_var_or_hub_cache_finds_it(tin
     config = json.loads((directory / "config.json").read_text())
     config["vlm_model_name"] = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
     (directory / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match=r"SmolVLM2-500M-Video-Instruct.*huggingface-cli download.*VLA_ROS_SMOLVLA"):
+    with pytest.raises(ConfigError, match=r"SmolVLM2-500M-Video-Instruct.*hf download.*VLA_ROS_SMOLVLA"):
         make_policy(str(directory), embodiment=load_embodiment("so101"), options=OPTIONS)
     expected = make_policy(str(tiny[0]), embodiment=load_embodiment("so101"), options=OPTIONS).sample(
         _observation(), _noise())

@@ -26,6 +26,7 @@ from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy
+from vla_ros.policies.device import add_device_arguments
 from vla_ros.policies.factory import DEFAULT_POLICY
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="artificial inference latencies to add, simulated ms (comma-separated)")
     parser.add_argument("--no-measured-latency", action="store_true",
                         help="do not charge predict_chunk's wall time as latency (only the artificial latency)")
+    add_device_arguments(parser)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the plot")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -160,7 +162,7 @@ def run_grid(world, policy: Policy, embodiment: EmbodimentConfig, cells: list[Gr
 
 
 def run(args: argparse.Namespace) -> dict:
-    from vla_ros.policies.factory import make_policy
+    from vla_ros.policies.factory import PolicyOptions, make_policy
 
     modes = _parse_list(args.modes, [m.value for m in demo.InferenceMode], option="--modes")
     merges = _parse_list(args.merges, [m.value for m in MergeStrategy], option="--merges")
@@ -170,7 +172,8 @@ def run(args: argparse.Namespace) -> dict:
     embodiment = load_embodiment(args.robot)
     colors = demo.parse_colors(args.colors)
     world = demo.make_world(embodiment, colors)
-    policy = make_policy(args.policy, embodiment=embodiment, world=world)
+    policy = make_policy(args.policy, embodiment=embodiment, world=world,
+                         options=PolicyOptions(device=args.device, dtype=args.dtype, threads=args.threads))
     seeds = [args.seed + i for i in range(args.episodes)]
     grid = [GridCell(mode, merge, latency) for mode in modes for merge in merges for latency in latencies_ms]
     progress = demo.progress_bar(len(grid) * len(seeds), disabled=args.no_progress)

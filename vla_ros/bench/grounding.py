@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
     embodiment = load_embodiment(args.robot)
     world = make_world(embodiment, parse_colors(args.colors))
     policy = make_policy(args.policy, embodiment=embodiment, world=world,
-                         options=PolicyOptions(device=args.device, dtype=args.dtype))
+                         options=PolicyOptions(device=args.device, dtype=args.dtype, threads=args.threads))
     started = time.perf_counter()
     try:
         results = measure(policy, embodiment, world, task_family=args.task, layouts=args.layouts, seed=args.seed)

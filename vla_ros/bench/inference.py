@@ -31,7 +31,14 @@ from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.embodiment import CameraSpec, EmbodimentConfig, load_embodiment
 from vla_ros.core.errors import ConfigError, MissingDependencyError, did_you_mean
 from vla_ros.policies.base import Policy
-from vla_ros.policies.device import add_device_arguments, import_torch, select_device, select_dtype
+from vla_ros.policies.device import (
+    add_device_arguments,
+    apply_threads,
+    import_torch,
+    plan_threads,
+    select_device,
+    select_dtype,
+)
 
 INSTRUCTION = "pick up the red cube and put it in the box"
 LOAD_TIME_INCLUDES = ("building the model on the device with {weights} weights (allocation and filling; a real "
@@ -246,10 +253,16 @@ def main(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     dtype = select_dtype(device, args.dtype)
     robot = load_embodiment(args.robot)
+    # One plan for the largest model asked for: torch's thread pools are per process.
+    largest = max(MODELS[name].approx_parameters for name in names) * dtype.itemsize
+    threads = plan_threads(args.threads, device_type=device.type, weights_bytes=0 if args.tiny else int(largest))
+    apply_threads(threads)
+    print(f"vla-ros bench inference: {threads.describe()}", file=sys.stderr)
     results = {
         "benchmark": "inference",
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "threads_reason": threads.reason,
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),

@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> dict:
     targets = parse_colors(args.targets) if args.targets else colors
     world = make_world(embodiment, colors)
     policy = make_policy(args.policy, embodiment=embodiment, world=world,
-                         options=PolicyOptions(device=args.device, dtype=args.dtype))
+                         options=PolicyOptions(device=args.device, dtype=args.dtype, threads=args.threads))
     pipeline = ActionPipeline(
         embodiment, policy.metadata.features,
         PipelineConfig(merge=MergeStrategy(args.merge), dry_run=args.dry_run,
@@ -255,6 +255,9 @@ def run(args: argparse.Namespace) -> dict:
     label = "scripted expert (ground truth, not a VLA)" if not policy.metadata.learned else policy.metadata.description
     print(f"vla-ros demo: robot {embodiment.robot}, task '{args.task}', policy '{policy.metadata.name}': {label}; "
           f"{settings.inference.value} inference, merge {pipeline.merge.value}", file=sys.stderr)
+    if policy.metadata.threads is not None:
+        print(f"vla-ros demo: {policy.metadata.threads} inference thread(s): {policy.metadata.threads_reason}",
+              file=sys.stderr)
 
     episodes: list[EpisodeLog] = []
     progress = progress_bar(args.episodes, disabled=args.no_progress)

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from vla_ros.core.errors import ConfigError
+from vla_ros.policies.device import parse_threads
 from vla_ros.ros.backend import BACKEND_CHOICES, choose_backend
 
 
@@ -65,6 +66,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruction", help="language instruction")
     parser.add_argument("--params-file", type=Path, help="ROS 2 parameter YAML (section vla_policy)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="set a node parameter")
+    parser.add_argument("--threads", type=parse_threads, metavar="N|auto",
+                        help="CPU threads of the model's operations (parameter inference_threads; default auto: "
+                             "chosen from the model's size and the cores, and logged)")
     parser.add_argument("--dry-run", action="store_true", help="publish commands only to ~/preview")
     parser.add_argument("--use-sim-time", action="store_true", help="follow /clock (simulators)")
     _add_common(parser)
@@ -95,6 +99,8 @@ def run_main(args: argparse.Namespace) -> int:
             parameters[name] = getattr(args, name)
     if args.dry_run:
         parameters["dry_run"] = True
+    if args.threads is not None:
+        parameters["inference_threads"] = args.threads
     parameters.update(parse_overrides(args.param))
     backend = choose_backend(args.backend)
     if backend == "rclpy":

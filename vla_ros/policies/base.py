@@ -24,6 +24,8 @@ class PolicyMetadata:
     dtype: str = "float32"  # compute precision of the model
     load_time_s: float = 0.0  # wall time to load the checkpoint and warm up, for logs and status
     supports_prefix: bool = False  # predict_chunk honours a ChunkPrefix (flow-matching policies with RTC)
+    threads: int | None = None  # CPU threads of the model's operations (None: not a local model)
+    threads_reason: str = ""  # why that many, for logs
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 from vla_ros.core.errors import ConfigError, MissingDependencyError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # "cuda:N" also accepted
@@ -10,10 +15,38 @@ DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 def add_device_arguments(parser, *, dtype_help: str = "") -> None:
     """`--device` and `--dtype` for a command that loads a model (`parser` is an argparse parser)."""
-    parser.add_argument("--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N "
-                        "or mps")
-    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                        help=dtype_help or "auto (default): bfloat16/float16 on GPUs, float32 on the CPU")
+    parser.add_argument(
+        "--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPE_CHOICES,
+        help=dtype_help or "auto (default): bfloat16/float16 on GPUs, float32 on the CPU",
+    )
+    parser.add_argument(
+        "--threads",
+        type=parse_threads,
+        default=None,
+        metavar="N|auto",
+        help="CPU threads of the model's operations (default auto: 1 for small models such as the "
+        "built-in VLA, else all cores but one; the log says what was chosen and why)",
+    )
+
+
+def parse_threads(text: str) -> int | None:
+    """`--threads`: a number of threads >= 1, or `auto` (None)."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of threads: give 1 or more, or auto")
+    return threads
 
 
 def import_torch():
@@ -23,7 +56,8 @@ def import_torch():
     except ImportError as exc:
         # Say torch first: `pip install vla_ros[policies]` alone would pull the multi-GB CUDA build.
         raise MissingDependencyError(
-            "torch==2.13.0' first (or the build for your CUDA version), then 'transformers", "policies",
+            "torch==2.13.0' first (or the build for your CUDA version), then 'transformers",
+            "policies",
             "A learned policy",
         ) from exc
     return torch
@@ -67,3 +101,98 @@ def select_dtype(device, name: str = "auto"):
             return torch.float16
         return torch.float32
     return getattr(torch, name)
+
+
+# Below this much weight data a model's matrix products are too small to gain from splitting across cores, and the
+# threads' hand-offs dominate: the built-in VLA (4 MB) took 70 ms per chunk on 1 thread and 364 ms on 2 on this
+# 2-core machine while other jobs ran; under a busy loop on every core, 252 ms vs 4.5 s (docs/benchmarks.md).
+SMALL_MODEL_BYTES = 64 * 2**20
+THREADS_ENV = "OMP_NUM_THREADS"
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How many CPU threads a model's operations use (torch intra-op, OpenCV), and why, for the log."""
+
+    threads: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.threads} inference thread{'s' if self.threads != 1 else ''} ({self.reason})"
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's or taskset's cores)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def plan_threads(
+    requested: int | None,
+    *,
+    device_type: str,
+    weights_bytes: int,
+    cpus: int | None = None,
+    environment: dict[str, str] | None = None,
+) -> ThreadPlan:
+    """The threads a model runs with: `requested` if given, else chosen so that inference leaves room for the
+    control loop and rendering (an oversubscribed core makes every thread of a parallel operation wait for the
+    slowest, which turns a busy machine's slowdown of 1.5x into 10x and more).
+
+    `device_type`: where the model runs ("cpu", "cuda", "mps"); `weights_bytes`: size of its weights on disk.
+    """
+    environment = os.environ if environment is None else environment
+    cpus = cpus or available_cpus()
+    if requested is not None:
+        if requested < 1:
+            raise ConfigError(
+                f"inference threads must be 1 or more, got {requested}: give a number of threads, "
+                "or leave it out to have it chosen from the model's size and the cores available"
+            )
+        return ThreadPlan(requested, f"as asked; {cpus} cores available")
+    if environment.get(THREADS_ENV, "").strip().isdigit() and int(environment[THREADS_ENV]) >= 1:
+        return ThreadPlan(int(environment[THREADS_ENV]), f"from ${THREADS_ENV}")
+    megabytes = weights_bytes / 2**20
+    if device_type != "cpu":
+        return ThreadPlan(1, f"the model runs on {device_type}; the CPU only prepares its inputs")
+    if weights_bytes < SMALL_MODEL_BYTES:
+        return ThreadPlan(
+            1,
+            f"a {megabytes:.0f} MB model is too small to gain from more threads; the other "
+            f"{cpus - 1} of {cpus} cores stay free for rendering and the control loop",
+        )
+    threads = max(1, cpus - 1)
+    return ThreadPlan(
+        threads, f"a {megabytes:.0f} MB model on {cpus} cores: one core stays free for the control loop and rendering"
+    )
+
+
+def apply_threads(plan: ThreadPlan) -> None:
+    """Set torch's and OpenCV's thread pools to `plan.threads`; call before the model's first forward pass.
+
+    The inter-op pool (parallel independent operations) is set to one thread: inference runs its operations in
+    sequence. torch accepts that only before its first parallel work; a later call keeps what was set first.
+    """
+    torch = import_torch()
+    torch.set_num_threads(plan.threads)
+    if torch.get_num_interop_threads() != 1:
+        # Fails once parallel work has run in this process: the pool keeps its size then.
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(plan.threads)  # image resizing on the inference path
+
+
+def weights_bytes(checkpoint: Path) -> int:
+    """Size of the weight files (*.safetensors, *.bin, *.pt) directly in a checkpoint directory."""
+    return sum(
+        path.stat().st_size
+        for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")
+        for path in checkpoint.glob(pattern)
+        if path.is_file()
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +20,12 @@ from typing import TYPE_CHECKING
 from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.policies.base import Policy
+from vla_ros.policies.device import apply_threads, plan_threads, select_device, weights_bytes
 
 if TYPE_CHECKING:
     from vla_ros.sim.world import SimWorld
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "builtin"
 NAMED_POLICIES = ("builtin", "expert")
@@ -31,7 +35,7 @@ BUILTIN_CHECKPOINT = Path(__file__).resolve().parent / "builtin" / "checkpoint"
 CHECKPOINT_LOADERS = {
     "smolvla": "vla_ros.policies.smolvla:load_policy",
     "pi0": "vla_ros.policies.pi0:load_policy",
-    "pi05": "vla_ros.policies.pi0:load_policy",
+    "pi05": "vla_ros.policies.pi05:load_policy",
 }
 REMOTE_LOADER = "vla_ros.policies.remote:connect_policy"
 
@@ -44,6 +48,7 @@ class PolicyOptions:
     dtype: str = "auto"
     warmup: bool = True  # run one chunk at load so that the first real chunk is not the slow one
     token: str | None = None  # remote servers: the shared secret, if the server asks for one
+    threads: int | None = None  # CPU threads of the model's operations; None: chosen (vla_ros.policies.device)
 
 
 def make_policy(
@@ -76,7 +81,7 @@ def make_policy(
         return _load_checkpoint(path, embodiment=embodiment, options=options)
     if "/" in spec or spec.startswith("."):
         raise ConfigError(f"policy '{spec}': no such checkpoint directory (weights are never downloaded: give a "
-                          "local directory, or download it beforehand with `huggingface-cli download`)")
+                          "local directory, or download it beforehand with `hf download <repo id> --local-dir <dir>`)")
     raise ConfigError(f"unknown policy '{spec}': give builtin, expert, a checkpoint directory or ws://host:port."
                       + did_you_mean(spec, NAMED_POLICIES))
 
@@ -98,7 +103,15 @@ def checkpoint_type(path: Path) -> str:
 
 
 def _load_checkpoint(path: Path, *, embodiment: EmbodimentConfig, options: PolicyOptions) -> Policy:
-    return _call(CHECKPOINT_LOADERS[checkpoint_type(path)], path, embodiment=embodiment, options=options)
+    loader = CHECKPOINT_LOADERS[checkpoint_type(path)]
+    # Before loading: the warm-up chunk is the first forward pass, and torch fixes some pools at their first use.
+    plan = plan_threads(options.threads, device_type=select_device(options.device).type,
+                        weights_bytes=weights_bytes(path))
+    apply_threads(plan)
+    logger.info("policy %s: %s", path.name, plan.describe())
+    policy = _call(loader, path, embodiment=embodiment, options=options)
+    policy.metadata = replace(policy.metadata, threads=plan.threads, threads_reason=plan.reason)
+    return policy
 
 
 def _call(target: str, *args, **kwargs) -> Policy:

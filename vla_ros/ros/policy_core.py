@@ -42,6 +42,8 @@ PARAMETERS = {
     "merge": (MergeStrategy.BLEND.value, "how a new chunk joins the queued one: replace, blend, ensemble or rtc"),
     "device": ("auto", "where a learned policy runs: auto, cpu, cuda, cuda:N or mps"),
     "dtype": ("auto", "model precision: auto (bfloat16 on capable GPUs, float32 on CPU), float32, bfloat16, float16"),
+    "inference_threads": (-1, "CPU threads of the model's operations; -1: chosen from the model's size and the "
+                              "cores (the log says what and why)"),
     "refill_threshold_steps": (-1, "ask for a new chunk when this many steps remain; -1: half a chunk"),
     "status_rate_hz": (2.0, "rate of ~/status and /diagnostics"),
     "success_topic": ("", "std_msgs/Bool topic saying the task succeeded (sim: /mujoco_robot/task_success); "
@@ -103,8 +105,11 @@ class PolicyNodeCore:
         self.embodiment = load_embodiment(p["robot"])
         outputs = self._outputs_spec()  # before loading a model: a config error fails fast
         if policy is None:
-            options = PolicyOptions(device=p["device"], dtype=p["dtype"])
+            threads = None if p["inference_threads"] == -1 else p["inference_threads"]
+            options = PolicyOptions(device=p["device"], dtype=p["dtype"], threads=threads)
             policy = make_policy(p["policy"], embodiment=self.embodiment, world=self._world, options=options)
+            if policy.metadata.threads is not None:
+                self.logger.info(f"inference threads: {policy.metadata.threads} ({policy.metadata.threads_reason})")
         threshold = p["refill_threshold_steps"]
         config = PipelineConfig(merge=MergeStrategy(p["merge"]), dry_run=p["dry_run"],
                                 refill_threshold_steps=None if threshold < 0 else threshold)

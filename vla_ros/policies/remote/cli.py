@@ -46,7 +46,8 @@ def main(args: argparse.Namespace) -> int:
                          max_message_bytes=int(args.max_message_mb * 2**20))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embodiment = load_embodiment(args.robot)
-    policy = make_policy(spec, embodiment=embodiment, options=PolicyOptions(device=args.device, dtype=args.dtype))
+    options = PolicyOptions(device=args.device, dtype=args.dtype, threads=args.threads)
+    policy = make_policy(spec, embodiment=embodiment, options=options)
     try:
         PolicyServer(policy, config, robot=embodiment.robot).run()
     finally:

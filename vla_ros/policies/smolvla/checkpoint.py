@@ -86,7 +86,7 @@ def resolve_vlm_dir(checkpoint_dir: Path, name: str) -> Path:
     raise ConfigError(
         f"{checkpoint_dir}: this SmolVLA checkpoint is built on the VLM '{name}', whose config and tokenizer are "
         f"not on this machine (looked in {local}, in ${VLM_ENV} and in the Hugging Face cache). Download them once "
-        f"with `huggingface-cli download {name}` (the weights come from the checkpoint: config.json and the "
+        f"with `hf download {name}` (the weights come from the checkpoint: config.json and the "
         f"tokenizer files are enough), then run again, or set {VLM_ENV} to a directory holding them",
         source=str(checkpoint_dir / "config.json"), key="vlm_model_name")
 
