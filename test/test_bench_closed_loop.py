@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from vla_ros.bench.closed_loop import GridCell, jerk_samples, run_grid
-from vla_ros.cli import demo
 from vla_ros.cli.main import main
 from vla_ros.core.embodiment import load_embodiment
 from vla_ros.policies.factory import make_policy
+from vla_ros.sim.episodes import make_world
 
 T = 0.1
 ARM = slice(0, 5)  # so101's arm joints (policy dims 0..4); the gripper is dim 5
@@ -87,7 +87,7 @@ class DisagreeingExpert:
 @pytest.fixture(scope="module")
 def so101_world():
     embodiment = load_embodiment("so101")
-    world = demo.make_world(embodiment, ("red", "green", "blue"))
+    world = make_world(embodiment, ("red", "green", "blue"))
     yield embodiment, world
     world.close()
 

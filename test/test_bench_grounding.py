@@ -23,8 +23,8 @@ class AlwaysRedPolicy(ExpertPolicy):
 
 @pytest.fixture(scope="module")
 def so101():
-    from vla_ros.cli.demo import make_world
     from vla_ros.core.embodiment import load_embodiment
+    from vla_ros.sim.episodes import make_world
 
     embodiment = load_embodiment("so101")
     world = make_world(embodiment, ("red", "green", "blue"), camera_size=(48, 64))

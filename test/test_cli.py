@@ -102,10 +102,11 @@ class _FlakyPolicy:
 
 
 def test_demo_loop_holds_while_the_policy_fails_and_recovers():
-    from vla_ros.cli.demo import LoopSettings, make_world, run_episode
     from vla_ros.core.embodiment import load_embodiment
     from vla_ros.core.pipeline import ActionPipeline
     from vla_ros.policies.factory import make_policy
+    from vla_ros.sim.closed_loop import LoopSettings, run_episode
+    from vla_ros.sim.episodes import make_world
     from vla_ros.sim.tasks import parse_instruction
 
     embodiment = load_embodiment("so101")

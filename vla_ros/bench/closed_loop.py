@@ -1,6 +1,6 @@
 """`vla-ros bench closed-loop`: sync vs async inference and each merge strategy, under added latency.
 
-Every cell of the grid modes x merges x latencies runs the demo's closed loop (`vla_ros.cli.demo.run_episode`)
+Every cell of the grid modes x merges x latencies runs the demo's closed loop (`vla_ros.sim.closed_loop.run_episode`)
 on the same episode seeds and reports success, task time, stall time, policy latency, and the jerk of the
 commanded positions at chunk seams and within chunks.
 
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import report_json, summarize_ms
-from vla_ros.cli import demo
+from vla_ros.bench.stats import progress_bar, report_json, summarize_ms
 from vla_ros.core.embodiment import EmbodimentConfig, available_robots, load_embodiment
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
@@ -28,6 +27,8 @@ from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy
 from vla_ros.policies.device import add_device_arguments
 from vla_ros.policies.factory import DEFAULT_POLICY
+from vla_ros.sim.closed_loop import EpisodeLog, InferenceMode, LoopSettings, run_episode
+from vla_ros.sim.episodes import episode_task, make_world, parse_colors
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
 JERK_WINDOW = 3  # a third difference spans ticks k-3..k
@@ -90,7 +91,7 @@ def _rms(squares: list[np.ndarray]) -> float | None:
     return round(float(np.sqrt(values.mean())), 3) if values.size else None
 
 
-def summarize_cell(episodes: list[demo.EpisodeLog], *, period_s: float) -> dict:
+def summarize_cell(episodes: list[EpisodeLog], *, period_s: float) -> dict:
     """The figures of one grid cell from its episodes."""
     samples = [jerk_samples(np.asarray(e.commanded), period_s=period_s, seam_ticks=e.seam_ticks, held=e.held)
                for e in episodes]
@@ -142,16 +143,16 @@ def run_grid(world, policy: Policy, embodiment: EmbodimentConfig, cells: list[Gr
              colors: tuple[str, ...], seeds: list[int], measure_latency: bool, progress=None) -> list[dict]:
     """The figures of each cell (`summarize_cell`, plus the cell's settings), every cell on the same `seeds`."""
     period = embodiment.control_period_s
-    tasks = [demo.episode_task(task_family, colors, seed) for seed in seeds]
+    tasks = [episode_task(task_family, colors, seed) for seed in seeds]
     results = []
     for cell in cells:
-        settings = demo.LoopSettings(inference=cell.inference, added_latency_s=cell.added_latency_ms / 1e3,
+        settings = LoopSettings(inference=cell.inference, added_latency_s=cell.added_latency_ms / 1e3,
                                      measure_latency=measure_latency)
         pipeline = ActionPipeline(embodiment, policy.metadata.features, PipelineConfig(merge=cell.merge),
                                   supports_prefix=policy.metadata.supports_prefix)
         episodes = []
         for seed, task in zip(seeds, tasks, strict=True):
-            episodes.append(demo.run_episode(world, task, seed=seed, policy=policy, pipeline=pipeline,
+            episodes.append(run_episode(world, task, seed=seed, policy=policy, pipeline=pipeline,
                                              settings=settings))
             if progress is not None:
                 progress.update(1)
@@ -164,19 +165,19 @@ def run_grid(world, policy: Policy, embodiment: EmbodimentConfig, cells: list[Gr
 def run(args: argparse.Namespace) -> dict:
     from vla_ros.policies.factory import PolicyOptions, make_policy
 
-    modes = _parse_list(args.modes, [m.value for m in demo.InferenceMode], option="--modes")
+    modes = _parse_list(args.modes, [m.value for m in InferenceMode], option="--modes")
     merges = _parse_list(args.merges, [m.value for m in MergeStrategy], option="--merges")
     latencies_ms = _parse_latencies(args.latencies_ms)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     embodiment = load_embodiment(args.robot)
-    colors = demo.parse_colors(args.colors)
-    world = demo.make_world(embodiment, colors)
+    colors = parse_colors(args.colors)
+    world = make_world(embodiment, colors)
     policy = make_policy(args.policy, embodiment=embodiment, world=world,
                          options=PolicyOptions(device=args.device, dtype=args.dtype, threads=args.threads))
     seeds = [args.seed + i for i in range(args.episodes)]
     grid = [GridCell(mode, merge, latency) for mode in modes for merge in merges for latency in latencies_ms]
-    progress = demo.progress_bar(len(grid) * len(seeds), disabled=args.no_progress)
+    progress = progress_bar(len(grid) * len(seeds), disabled=args.no_progress)
     try:
         cells = run_grid(world, policy, embodiment, grid, task_family=args.task, colors=colors, seeds=seeds,
                          measure_latency=not args.no_measured_latency, progress=progress)

@@ -23,6 +23,7 @@ from vla_ros.core.embodiment import EmbodimentConfig, available_robots, load_emb
 from vla_ros.core.features import RobotObservation
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.base import Policy
+from vla_ros.sim.episodes import make_world, parse_colors
 from vla_ros.sim.tasks import TASK_TEMPLATES, parse_instruction
 
 
@@ -100,7 +101,6 @@ def measure(policy: Policy, embodiment: EmbodimentConfig, world, *, task_family:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from vla_ros.cli.demo import make_world, parse_colors
     from vla_ros.policies.factory import PolicyOptions, make_policy
 
     embodiment = load_embodiment(args.robot)

@@ -42,10 +42,10 @@ def resident_bytes() -> int:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from vla_ros.cli.demo import episode_task, make_world
     from vla_ros.core.embodiment import load_embodiment
     from vla_ros.core.runner import PolicyRunner
     from vla_ros.policies.factory import PolicyOptions, make_policy
+    from vla_ros.sim.episodes import episode_task, make_world
 
     embodiment = load_embodiment(args.robot)
     world = make_world(embodiment, ("red", "green", "blue"), camera_size=tuple(args.image_size))

@@ -27,3 +27,10 @@ def summarize_ms(values_ms) -> dict:
     return {"mean": round(float(array.mean()), 4), "p50": round(float(np.percentile(array, 50)), 4),
             "p99": round(float(np.percentile(array, 99)), 4), "max": round(float(array.max()), 4),
             "count": int(array.size)}
+
+
+def progress_bar(total: int, *, disabled: bool):
+    """A tqdm bar of episodes on stderr (stdout carries the results)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="episodes", unit="ep", disable=disabled, file=sys.stderr)

@@ -1,79 +1,30 @@
-"""`vla-ros demo`: the closed loop sim -> observation -> adapter -> policy -> scheduler -> safety -> sim.
+"""`vla-ros demo`: the closed loop of `vla_ros.sim.closed_loop` over episodes, with a video, a plot and a report.
 
-The loop runs on simulated time, and inference takes simulated time too: its latency is the measured wall
-time of `predict_chunk` (unless turned off) plus an artificial `--latency-ms`. The world is frozen while
-`predict_chunk` runs, so the policy sees the observation at the time it was taken; the chunk then becomes
-available `latency` seconds of simulated time later, at the first control tick from then on.
-
-- `sync`: the robot waits for each chunk: it brakes to a stop and holds (stall time) until the chunk
-  arrives, then executes it from its first step, as if no time had passed (the controller's clock stands
-  still while it waits).
-- `async`: the robot keeps executing the queue meanwhile; on arrival the scheduler drops the chunk's steps
-  that are already in the past and merges the rest (replace, blend, ensemble, or rtc).
+The loop runs on simulated time; inference is charged the measured wall time of `predict_chunk` (unless
+turned off) plus an artificial `--latency-ms` (see `vla_ros.sim.closed_loop`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import summarize_ms
+from vla_ros.bench.stats import progress_bar, summarize_ms
 from vla_ros.core.embodiment import available_robots, load_embodiment
-from vla_ros.core.errors import ConfigError, PolicyError
-from vla_ros.core.features import RobotObservation
-from vla_ros.core.pipeline import ActionPipeline, ChunkRequest, PipelineConfig
+from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
-from vla_ros.policies.base import Policy
 from vla_ros.policies.device import add_device_arguments
 from vla_ros.policies.factory import DEFAULT_POLICY, PolicyOptions, make_policy
+from vla_ros.sim.closed_loop import EpisodeLog, InferenceMode, LoopSettings, run_episode
+from vla_ros.sim.episodes import episode_task, make_world, parse_colors
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
 VIDEO_FRAME_SIZE = (240, 320)  # (H, W) of each camera in the video
-
-
-class InferenceMode(str, Enum):
-    """How the control loop and inference share time (see the module docstring)."""
-
-    SYNC = "sync"  # the robot holds while the policy computes
-    ASYNC = "async"  # the robot executes the queue while the policy computes
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """How the closed loop charges inference time.
-
-    - `inference`: sync or async (an `InferenceMode` or its value).
-    - `added_latency_s`: artificial latency added to every chunk (s, >= 0), e.g. a slower GPU or a network.
-    - `measure_latency`: also charge the measured wall time of `predict_chunk`; off, results do not depend
-      on this machine's speed.
-    """
-
-    inference: InferenceMode = InferenceMode.ASYNC
-    added_latency_s: float = 0.0
-    measure_latency: bool = True
-
-    def __post_init__(self) -> None:
-        valid = [m.value for m in InferenceMode]
-        if self.inference not in valid:
-            raise ConfigError(f"inference must be one of {valid}, got {self.inference!r}", key="inference")
-        object.__setattr__(self, "inference", InferenceMode(self.inference))
-        if not (math.isfinite(self.added_latency_s) and self.added_latency_s >= 0):
-            raise ConfigError(f"added latency must be >= 0 s, got {self.added_latency_s}", key="latency_ms")
-
-    def describe(self) -> dict:
-        """The latency model, for results files."""
-        return {"inference": self.inference.value, "measured_wall_time": self.measure_latency,
-                "added_ms": round(self.added_latency_s * 1e3, 3)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,140 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@dataclass
-class EpisodeLog:
-    """One episode of the closed loop, tick by tick (tick k at `times[k]`, simulated s)."""
-
-    seed: int
-    instruction: str
-    success: bool = False
-    duration_s: float = 0.0
-    steps: int = 0
-    times: list[float] = field(default_factory=list)
-    commanded: list[np.ndarray] = field(default_factory=list)  # (n,) safe command of each tick
-    measured: list[np.ndarray] = field(default_factory=list)
-    held: list[bool] = field(default_factory=list)  # the tick held for want of a chunk (no_action_hold)
-    seam_ticks: list[int] = field(default_factory=list)  # ticks at which a chunk took over from an earlier one
-    policy_ms: list[float] = field(default_factory=list)  # wall time of each predict_chunk
-    latency_ms: list[float] = field(default_factory=list)  # latency charged to each chunk (simulated)
-    overhead_ms: list[float] = field(default_factory=list)  # pipeline time of each tick, inference excluded
-    interventions: Counter[str] = field(default_factory=Counter)
-    policy_errors: Counter[str] = field(default_factory=Counter)  # message -> times predict_chunk raised it
-    frames: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def stall_ticks(self) -> int:
-        return sum(self.held)
-
-    def summary(self) -> dict:
-        return {"seed": self.seed, "instruction": self.instruction, "success": self.success,
-                "duration_s": round(self.duration_s, 3), "steps": self.steps}
-
-
-@dataclass
-class _ChunkInFlight:
-    actions: np.ndarray
-    request: ChunkRequest
-    ready_at: float  # simulated s: the first tick at or after it may use the chunk
-
-
-def episode_task(task_family: str, colors: tuple[str, ...], seed: int):
-    """The task of episode `seed`: a `task_family` task on a colour drawn from `colors` by the seed."""
-    from vla_ros.sim.tasks import parse_instruction
-
-    color = colors[np.random.default_rng(seed).integers(len(colors))]
-    return parse_instruction(TASK_TEMPLATES[task_family].format(color=color))
-
-
-def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipeline, settings: LoopSettings,
-                record_video: bool = False, on_tick: Callable | None = None) -> EpisodeLog:
-    """Run one episode of `task` in `world` (reset with `seed`) until success or the task's time limit.
-
-    `on_tick(now, measured, command, images)`, if given, sees every control tick with the cameras rendered
-    (the demonstration recorder).
-    """
-    world.reset(task, seed=seed)
-    policy.reset(seed=seed)  # a stochastic policy samples the same noise for the same episode
-    pipeline.reset(world.joint_positions())
-    log = EpisodeLog(seed=seed, instruction=task.instruction)
-    period = pipeline.embodiment.control_period_s
-    sync = settings.inference is InferenceMode.SYNC
-    in_flight: _ChunkInFlight | None = None
-    waited_s = 0.0  # sync: simulated time spent waiting for chunks, during which the controller's clock stood still
-    chunks = 0
-    while world.time < task.max_duration_s:
-        now = world.time
-        control_now = now - waited_s
-        measured = world.joint_positions()
-        wants_chunk = in_flight is None and pipeline.needs_chunk(control_now)
-        images = world.render_cameras() if record_video or wants_chunk or on_tick else {}
-        overhead = 0.0
-        if wants_chunk:
-            observation = RobotObservation(stamp=control_now, joint_names=world.joint_names, joint_positions=measured,
-                                           images=images, instruction=task.instruction)
-            t0 = time.perf_counter()
-            batch, request = pipeline.prepare(observation, now=control_now)
-            t1 = time.perf_counter()
-            try:
-                actions = policy.predict_chunk(batch, request.prefix)
-            except PolicyError as exc:  # e.g. a policy server that went away: hold, count, ask again next tick
-                pipeline.chunk_failed()
-                log.policy_errors[str(exc)] += 1
-                actions = None
-            inference_s = time.perf_counter() - t1
-            overhead += t1 - t0
-            if actions is not None:
-                latency_s = (inference_s if settings.measure_latency else 0.0) + settings.added_latency_s
-                log.policy_ms.append(inference_s * 1e3)
-                log.latency_ms.append(latency_s * 1e3)
-                in_flight = _ChunkInFlight(actions, request, ready_at=now + latency_s)
-        if in_flight is not None and now >= in_flight.ready_at - 1e-9:
-            t0 = time.perf_counter()
-            receipt = pipeline.accept_chunk(in_flight.actions, in_flight.request, now=control_now)
-            overhead += time.perf_counter() - t0
-            in_flight = None
-            if chunks and receipt.queued_steps:
-                log.seam_ticks.append(log.steps)  # a tick executes the step nearest to it: the new chunk's first
-            chunks += 1
-        waiting = sync and in_flight is not None
-        t0 = time.perf_counter()
-        command = pipeline.step(control_now, measured=measured, observation_stamp=control_now, hold=waiting)
-        overhead += time.perf_counter() - t0
-        log.overhead_ms.append(overhead * 1e3)
-        log.interventions.update(command.report.interventions)
-        log.held.append("no_action_hold" in command.report.interventions)
-        if command.send:
-            world.send_trajectory(command.trajectory)
-        log.times.append(now)
-        log.commanded.append(command.positions)
-        log.measured.append(measured)
-        if record_video:
-            log.frames.append(_video_frame(images, task.instruction, now, success=log.success))
-        if on_tick is not None:
-            on_tick(now, measured, command, images)
-        world.advance(period)
-        if waiting:
-            waited_s += period
-        log.steps += 1
-        if task.is_success(world):
-            log.success = True
-            break
-    log.duration_s = world.time
-    return log
-
-
-def make_world(embodiment, colors: tuple[str, ...], camera_size: tuple[int, int] | None = None):
-    """The simulated scene for `embodiment`, rendering (height, width) or its first camera's resolution."""
-    from vla_ros.sim.world import SimWorld
-
-    camera = embodiment.cameras[0]
-    return SimWorld(embodiment.robot, camera_size=camera_size or (camera.height, camera.width), colors=colors)
-
-
-def parse_colors(text: str) -> tuple[str, ...]:
-    return tuple(c.strip() for c in text.split(",") if c.strip())
-
-
 def run(args: argparse.Namespace) -> dict:
     embodiment = load_embodiment(args.robot)
     settings = LoopSettings(inference=args.inference, added_latency_s=args.latency_ms / 1e3,
@@ -261,11 +78,16 @@ def run(args: argparse.Namespace) -> dict:
 
     episodes: list[EpisodeLog] = []
     progress = progress_bar(args.episodes, disabled=args.no_progress)
+    frames: list[np.ndarray] = []
     for index in range(args.episodes):
         seed = args.seed + index
         task = episode_task(args.task, targets, seed)
+        on_tick = None
+        if index < args.video_episodes:
+            def on_tick(now, measured, command, images, instruction=task.instruction):
+                frames.append(_video_frame(images, instruction, now))
         episodes.append(run_episode(world, task, seed=seed, policy=policy, pipeline=pipeline, settings=settings,
-                                    record_video=index < args.video_episodes))
+                                    on_tick=on_tick))
         progress.update(1)
         progress.set_postfix(success=f"{sum(e.success for e in episodes)}/{len(episodes)}")
     progress.close()
@@ -296,7 +118,6 @@ def run(args: argparse.Namespace) -> dict:
         "policy_errors": dict(policy_errors),  # the arm held while these lasted
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    frames = [frame for e in episodes for frame in e.frames]
     if frames:
         video_stem = args.out / f"demo_{embodiment.robot}_{args.task}"
         results["video"] = str(_write_video(frames, video_stem, fps=1 / period))
@@ -330,13 +151,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress_bar(total: int, *, disabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="episodes", unit="ep", disable=disabled, file=sys.stderr)
-
-
-def _video_frame(images: dict[str, np.ndarray], instruction: str, now: float, *, success: bool) -> np.ndarray:
+def _video_frame(images: dict[str, np.ndarray], instruction: str, now: float) -> np.ndarray:
     import cv2
 
     height, width = VIDEO_FRAME_SIZE

@@ -18,12 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-from vla_ros.cli.demo import LoopSettings, episode_task, make_world, parse_colors, progress_bar, run_episode
+from vla_ros.bench.stats import progress_bar
 from vla_ros.core.embodiment import available_robots, load_embodiment
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.factory import make_policy
 from vla_ros.ros.backend import BACKEND_CHOICES, choose_backend
+from vla_ros.sim.closed_loop import LoopSettings, run_episode
+from vla_ros.sim.episodes import episode_task, make_world, parse_colors
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
 INPUTS_TIMEOUT_S = 30.0  # timed recording: how long to wait for the robot's topics before giving up
