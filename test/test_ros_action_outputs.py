@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ros_graph import require
 
 pytestmark = pytest.mark.ros
 
-rclpy = pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
-pytest.importorskip("control_msgs", reason="needs control_msgs (ros-<distro>-control-msgs)")
-pytest.importorskip("vla_ros.msg", reason="needs vla_ros built with colcon (its interfaces are generated)")
+rclpy = require("rclpy", "needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
+require("control_msgs", "needs control_msgs (ros-<distro>-control-msgs)")
+require("vla_ros.msg", "needs vla_ros built with colcon (its interfaces are generated)")
 
 from action_msgs.msg import GoalStatus, GoalStatusArray  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402

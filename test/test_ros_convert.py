@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from ros_graph import require
 
 from vla_ros.core.errors import ObservationError
 from vla_ros.core.trajectory import JointTrajectory, TrajectoryError, TrajectoryPoint, build_trajectory
@@ -108,10 +109,10 @@ STAND_INS = SimpleNamespace(Time=Time, Duration=Duration, Image=Image, Compresse
 
 
 def ros_messages() -> SimpleNamespace:
-    pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
-    builtin = pytest.importorskip("builtin_interfaces.msg", reason="needs ROS 2 builtin_interfaces")
-    sensor = pytest.importorskip("sensor_msgs.msg", reason="needs ROS 2 sensor_msgs")
-    trajectory = pytest.importorskip("trajectory_msgs.msg", reason="needs ROS 2 trajectory_msgs")
+    require("rclpy", "needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
+    builtin = require("builtin_interfaces.msg", "needs ROS 2 builtin_interfaces")
+    sensor = require("sensor_msgs.msg", "needs ROS 2 sensor_msgs")
+    trajectory = require("trajectory_msgs.msg", "needs ROS 2 trajectory_msgs")
     return SimpleNamespace(Time=builtin.Time, Duration=builtin.Duration, Image=sensor.Image,
                            CompressedImage=sensor.CompressedImage, CameraInfo=sensor.CameraInfo,
                            JointState=sensor.JointState, JointTrajectory=trajectory.JointTrajectory,

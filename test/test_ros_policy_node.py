@@ -9,14 +9,15 @@ import time
 
 import numpy as np
 import pytest
+from polling import wait_for
+from ros_graph import require
 
-pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
-pytest.importorskip("vla_ros.msg", reason="needs vla_ros built with colcon (its interfaces are generated)")
+require("rclpy", "needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
+require("vla_ros.msg", "needs vla_ros built with colcon (its interfaces are generated)")
 
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import State  # noqa: E402
-from polling import wait_for
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402

@@ -6,13 +6,14 @@ import threading
 import time
 
 import pytest
+from ros_graph import require
 
 pytestmark = pytest.mark.ros
 
-rclpy = pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
-pytest.importorskip("vla_ros.msg", reason="needs vla_ros built with colcon (its interfaces are generated)")
-pytest.importorskip("pyarrow", reason="needs pyarrow (pip install pyarrow in the ROS Python environment)")
-pytest.importorskip("imageio_ffmpeg", reason="needs imageio-ffmpeg")
+rclpy = require("rclpy", "needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
+require("vla_ros.msg", "needs vla_ros built with colcon (its interfaces are generated)")
+require("pyarrow", "needs pyarrow (pip install pyarrow in the ROS Python environment)")
+require("imageio_ffmpeg", "needs imageio-ffmpeg")
 
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from ros_graph import require
 
 pytestmark = pytest.mark.ros
 
-rclpy = pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
-pytest.importorskip("control_msgs", reason="needs control_msgs (ros-<distro>-control-msgs)")
+rclpy = require("rclpy", "needs ROS 2 (rclpy): source a ROS 2 Humble or Jazzy setup")
+require("control_msgs", "needs control_msgs (ros-<distro>-control-msgs)")
 
 from action_msgs.msg import GoalStatus  # noqa: E402
 from control_msgs.action import FollowJointTrajectory, GripperCommand  # noqa: E402
