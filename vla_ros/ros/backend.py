@@ -9,6 +9,7 @@ the message classes and the QoS profiles. Services and actions exist only on rcl
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -103,23 +104,42 @@ def dds_backend() -> Backend:
     )
 
 
-def rclpy_available() -> bool:
+NO_RCLPY = "rclpy does not import (no ROS 2 setup sourced)"
+NO_INTERFACES = ("rclpy imports, but vla_ros's interfaces (vla_ros.msg/srv/action) do not: this vla_ros was installed "
+                 "by pip, and only a colcon build generates them")
+
+
+def rclpy_missing() -> str | None:
+    """Why the rclpy backend cannot run here (NO_RCLPY, NO_INTERFACES), or None where it can."""
     try:
         import rclpy  # noqa: F401
     except ImportError:
-        return False
-    return True
+        return NO_RCLPY
+    try:
+        for kind in ("msg", "srv", "action"):
+            importlib.import_module(f"vla_ros.{kind}")
+    except ImportError:
+        return NO_INTERFACES
+    return None
 
 
 def choose_backend(requested: str | None = None) -> str:
-    """'rclpy' or 'dds': as requested (argument, else $VLA_ROS_BACKEND), or rclpy where it imports."""
+    """'rclpy' or 'dds': as requested (argument, else $VLA_ROS_BACKEND), or rclpy where it can run, saying why not."""
     choice = (requested or os.environ.get(BACKEND_ENV) or "auto").strip().lower()
     if choice not in BACKEND_CHOICES:
         raise ConfigError(f"unknown middleware backend '{choice}': use one of {', '.join(BACKEND_CHOICES)} "
                           f"(--backend or ${BACKEND_ENV})")
-    if choice == "auto":
-        return "rclpy" if rclpy_available() else "dds"
-    if choice == "rclpy" and not rclpy_available():
-        raise ConfigError("backend 'rclpy' asked for, but rclpy does not import: source your ROS 2 setup "
-                          "(source /opt/ros/<distro>/setup.bash), or use --backend dds to run without ROS")
-    return choice
+    if choice == "dds":
+        return choice
+    missing = rclpy_missing()
+    if missing is None:
+        return "rclpy"
+    if choice == "rclpy":
+        raise ConfigError(f"backend 'rclpy' asked for, but {missing}. Fix: source your ROS 2 setup "
+                          f"(/opt/ros/<distro>/setup.bash) and the install/setup.bash of a colcon workspace that "
+                          f"built vla_ros, or use --backend dds to run without ROS")
+    if missing is NO_INTERFACES:  # a ROS user may expect rclpy here: say why it is DDS
+        logging.getLogger(__name__).warning(
+            f"{missing}; using the pip-only DDS backend (for rclpy, build vla_ros with colcon and source the "
+            f"workspace's install/setup.bash; --backend dds silences this)")
+    return "dds"
