@@ -9,7 +9,7 @@ from vla_ros.core.errors import VlaRosError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vla_ros.bench import closed_loop, grounding, inference, overhead, soak, transport
+    from vla_ros.bench import closed_loop, grounding, inference, load, overhead, soak, transport
     from vla_ros.cli import demo, nodes, record
     from vla_ros.policies import finetune
     from vla_ros.policies.remote import cli as serve
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "with added latency: success, stall time, jerk at seams")
     closed_loop.add_arguments(closed_loop_parser)
     closed_loop_parser.set_defaults(run=closed_loop.main)
+    load_parser = benches.add_parser("load", help="the demo's closed loop on the machine as it is and beside a "
+                                     "busy loop on every core: success, latency, stall side by side")
+    load.add_arguments(load_parser)
+    load_parser.set_defaults(run=load.main)
     grounding_parser = benches.add_parser("grounding", help="does the policy's first chunk head for the cube the "
                                           "instruction names? (offline, seconds)")
     grounding.add_arguments(grounding_parser)

@@ -104,6 +104,7 @@ PANDA = SimRobot(
 )
 
 ROBOTS: dict[str, SimRobot] = {robot.name: robot for robot in (SO101, PANDA)}
+SIM_ROBOTS = tuple(ROBOTS)  # the robot configs the simulator can build a scene for
 
 
 def get_robot(name: str) -> SimRobot:
@@ -112,3 +113,21 @@ def get_robot(name: str) -> SimRobot:
         return ROBOTS[name]
     except KeyError:
         raise ConfigError(f"no simulated robot '{name}'.{did_you_mean(name, ROBOTS)}") from None
+
+
+def load_simulated_embodiment(name: str) -> EmbodimentConfig:
+    """The embodiment of a simulated robot: a name of `SIM_ROBOTS` or a robot YAML of one of them.
+
+    Refuses other robots before anything loads, naming the ones the simulator has: the other robot configs drive
+    real arms (and Gazebo or Isaac Sim) through ROS 2.
+    """
+    is_path = name.endswith((".yaml", ".yml"))
+    if not is_path and name not in ROBOTS:
+        raise ConfigError(f"the simulator has no robot '{name}': it simulates {' and '.join(SIM_ROBOTS)} (other "
+                          "robots run on ROS 2: ros2 launch vla_ros <robot>.launch.py)."
+                          + did_you_mean(name, ROBOTS))
+    embodiment = load_embodiment(name)
+    if embodiment.robot not in ROBOTS:
+        raise ConfigError(f"{name} is the robot '{embodiment.robot}', which the simulator does not have: it "
+                          f"simulates {' and '.join(SIM_ROBOTS)}")
+    return embodiment

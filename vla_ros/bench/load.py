@@ -1,0 +1,254 @@
+"""`vla-ros bench load`: the demo's closed loop on a quiet machine and beside a busy loop on every core.
+
+A robot's computer is rarely idle (camera drivers, rviz, a browser): this benchmark runs the same episodes twice
+per robot, first as the machine is, then while `CpuHog` keeps every core busy, and reports success, chunk latency
+(wall time of `predict_chunk`, p50/p99) and stall time side by side, with the machine's load during each arm.
+Measured latency is charged to simulated time, as in `vla-ros demo`, so a slow chunk costs what it would cost a
+real robot. Targets: loaded p50 latency within 2x of idle, loaded success within 0.1 of idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vla_ros.bench.closed_loop import summarize_cell
+from vla_ros.bench.machine import CpuHog, CpuTimes, busy_fraction, load_average
+from vla_ros.bench.stats import progress_bar, report_json
+from vla_ros.core.errors import ConfigError
+from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
+from vla_ros.policies.device import add_device_arguments, available_cpus
+from vla_ros.policies.factory import DEFAULT_POLICY
+from vla_ros.sim.closed_loop import LoopSettings, run_episode
+from vla_ros.sim.episodes import episode_task, make_world, parse_colors
+from vla_ros.sim.robots import SIM_ROBOTS, load_simulated_embodiment
+from vla_ros.sim.tasks import TASK_TEMPLATES
+
+TARGET_LATENCY_RATIO = 2.0  # loaded p50 / idle p50
+TARGET_SUCCESS_DROP = 0.1  # idle success - loaded success
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec")
+    parser.add_argument("--robots", default=",".join(SIM_ROBOTS), help="simulated robots, comma-separated")
+    parser.add_argument("--task", default="touch", choices=sorted(TASK_TEMPLATES), help="task family")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per arm (idle and loaded, same seeds)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed+i")
+    parser.add_argument("--colors", default="red,green,blue", help="cube colours in the scene (comma-separated)")
+    parser.add_argument(
+        "--hog-processes",
+        type=int,
+        default=available_cpus(),
+        help="busy-loop processes in the loaded arm (default: one per core)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=60.0,
+        help="stop starting episodes after this long; the busy loops end by then at the latest",
+    )
+    add_device_arguments(parser)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the plot")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_arm(
+    world,
+    policy,
+    embodiment,
+    *,
+    task_family: str,
+    colors: tuple[str, ...],
+    seeds: list[int],
+    deadline: float,
+    progress=None,
+) -> dict:
+    """The episodes of one arm (the machine as it is now) and the machine's load meanwhile."""
+    pipeline = ActionPipeline(
+        embodiment, policy.metadata.features, PipelineConfig(), supports_prefix=policy.metadata.supports_prefix
+    )
+    settings = LoopSettings()
+    cpu_start, started = CpuTimes.now(), time.perf_counter()
+    episodes = []
+    for seed in seeds:
+        if time.monotonic() > deadline:
+            break
+        episodes.append(
+            run_episode(
+                world,
+                episode_task(task_family, colors, seed),
+                seed=seed,
+                policy=policy,
+                pipeline=pipeline,
+                settings=settings,
+            )
+        )
+        if progress is not None:
+            progress.update(1)
+    return {
+        "episodes_run": len(episodes),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "machine": {
+            "load_average_1min_at_end": load_average(),
+            "cpu_busy_fraction": busy_fraction(cpu_start, CpuTimes.now()),
+        },
+        **summarize_cell(episodes, period_s=embodiment.control_period_s),
+    }
+
+
+def compare(idle: dict, loaded: dict) -> dict:
+    """Loaded against idle, and whether the targets hold."""
+    idle_p50, loaded_p50 = idle["policy_latency_ms"]["p50"], loaded["policy_latency_ms"]["p50"]
+    ratio = round(loaded_p50 / idle_p50, 2) if idle_p50 > 0 else None
+    drop = round(idle["success_rate"] - loaded["success_rate"], 3)
+    return {
+        "latency_p50_ratio": ratio,
+        "success_drop": drop,
+        "latency_within_target": ratio is not None and ratio <= TARGET_LATENCY_RATIO,
+        "success_within_target": drop <= TARGET_SUCCESS_DROP,
+    }
+
+
+def _robots(text: str) -> list:
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    if not names:
+        raise ConfigError(f"--robots is empty: give one or more of {', '.join(SIM_ROBOTS)}, comma-separated")
+    return [load_simulated_embodiment(name) for name in names]
+
+
+def run(args: argparse.Namespace) -> dict:
+    from vla_ros.policies.factory import PolicyOptions, make_policy
+
+    robots = _robots(args.robots)
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be 1 or more, got {args.episodes}")
+    if args.hog_processes < 1:
+        raise ConfigError(f"--hog-processes must be 1 or more, got {args.hog_processes}")
+    colors = parse_colors(args.colors)
+    seeds = [args.seed + i for i in range(args.episodes)]
+    deadline = time.monotonic() + args.max_minutes * 60
+    progress = progress_bar(2 * len(robots) * len(seeds), disabled=args.no_progress)
+    results = {
+        "benchmark": "load",
+        "policy": args.policy,
+        "task": args.task,
+        "episodes_per_arm": args.episodes,
+        "seeds": seeds,
+        "cores": available_cpus(),
+        "hog_processes": args.hog_processes,
+        "load_average_1min_before": load_average(),
+        "robots": [],
+    }
+    try:
+        for embodiment in robots:
+            world = make_world(embodiment, colors)
+            policy = make_policy(
+                args.policy,
+                embodiment=embodiment,
+                world=world,
+                options=PolicyOptions(device=args.device, dtype=args.dtype, threads=args.threads),
+            )
+            try:
+                arm = {
+                    "task_family": args.task,
+                    "colors": colors,
+                    "seeds": seeds,
+                    "deadline": deadline,
+                    "progress": progress,
+                }
+                idle = run_arm(world, policy, embodiment, **arm)
+                with CpuHog(args.hog_processes, max_seconds=max(1.0, deadline - time.monotonic()) + 60):
+                    loaded = run_arm(world, policy, embodiment, **arm)
+            finally:
+                policy.close()
+                world.close()
+            results["robots"].append(
+                {
+                    "robot": embodiment.robot,
+                    "inference_threads": policy.metadata.threads,
+                    "threads_reason": policy.metadata.threads_reason,
+                    "idle": idle,
+                    "loaded": loaded,
+                    "loaded_vs_idle": compare(idle, loaded),
+                }
+            )
+    finally:
+        progress.close()
+    results["definitions"] = {
+        "policy_latency_ms": "wall time of each predict_chunk (charged to simulated time, as in the demo)",
+        "stall_time_s": "mean per episode of the time the arm held for want of a chunk",
+        "cpu_busy_fraction": "share of all cores' time spent busy during the arm (/proc/stat), every process",
+        "targets": f"loaded p50 latency <= {TARGET_LATENCY_RATIO}x idle; loaded success >= idle - "
+        f"{TARGET_SUCCESS_DROP}",
+    }
+    return results
+
+
+def table(results: dict) -> str:
+    """A Markdown table of the results, one row per robot and arm."""
+    lines = [
+        "| robot | arm | success | latency p50 / p99 (ms) | stall (s/episode) | load avg | CPU busy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in results["robots"]:
+        for arm in ("idle", "loaded"):
+            cell = entry[arm]
+            latency = cell["policy_latency_ms"]
+            machine = cell["machine"]
+            lines.append(
+                f"| {entry['robot']} | {arm} | {cell['success_rate']:.2f} ({cell['episodes_run']} ep) | "
+                f"{latency['p50']:.0f} / {latency['p99']:.0f} | {cell['stall_time_s']:.2f} | "
+                f"{machine['load_average_1min_at_end']} | {machine['cpu_busy_fraction']} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> Path:
+    """Success, latency p50/p99 and stall per robot, idle next to loaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    robots = [entry["robot"] for entry in results["robots"]]
+    x = np.arange(len(robots))
+    width = 0.38
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for offset, arm, color in ((-width / 2, "idle", "tab:blue"), (width / 2, "loaded", "tab:red")):
+        cells = [entry[arm] for entry in results["robots"]]
+        axes[0].bar(x + offset, [c["success_rate"] for c in cells], width, color=color, label=arm)
+        p50 = np.array([c["policy_latency_ms"]["p50"] for c in cells])
+        p99 = np.array([c["policy_latency_ms"]["p99"] for c in cells])
+        axes[1].bar(x + offset, p50, width, color=color, label=f"{arm} p50")
+        axes[1].errorbar(x + offset, p50, yerr=[np.zeros_like(p50), p99 - p50], fmt="none", ecolor="black", capsize=4)
+        axes[2].bar(x + offset, [c["stall_time_s"] for c in cells], width, color=color, label=arm)
+    for axis, label in zip(
+        axes, ("success rate", "chunk latency [ms] (bar p50, whisker p99)", "stall [s per episode]"), strict=True
+    ):
+        axis.set_xticks(x, robots)
+        axis.set_ylabel(label, fontsize=8)
+        axis.legend(fontsize=7)
+    axes[0].set_ylim(0, 1.05)
+    fig.suptitle(
+        f"vla-ros bench load: {results['policy']}, {results['episodes_per_arm']} episodes per arm, "
+        f"{results['hog_processes']} busy loops on {results['cores']} cores",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    results = run(args)
+    results["plot"] = str(plot(results, args.out / f"load_{results['task']}.png"))
+    report_json(results, args.json)
+    print(table(results), file=sys.stderr)
+    return 0
