@@ -51,12 +51,13 @@ setup(
         "dds": ["cyclonedds>=0.10.5", "rosbags>=0.10"],
         # LeRobot v3 datasets (recording demonstrations, fine-tuning): parquet, AV1/H.264 video, PNG frames.
         "datasets": ["pyarrow>=16", "imageio-ffmpeg>=0.4.9", "pillow>=9.1"],
-        # Remote policies: `vla-ros serve` and ws:// specs (openpi's websocket protocol).
-        "remote": ["websockets>=15.0", "msgpack>=1.0"],
+        # Remote policies: `vla-ros serve` and ws://, gr00t:// and openvla+http:// specs (openpi's websocket protocol,
+        # Isaac-GR00T's ZMQ protocol; OpenVLA's HTTP needs nothing more).
+        "remote": ["websockets>=15.0", "msgpack>=1.0", "pyzmq>=25"],
         # test/test_remote_policy.py also uses `openpi-client`; install it with `pip install --no-deps
         # openpi-client`: it pins numpy<2, which would downgrade numpy; its client and codec need only websockets,
         # msgpack, numpy and typing_extensions (dm-tree and pillow serve its other helpers).
-        "test": ["pytest>=7.4", "hypothesis>=6.90", "websockets>=15.0", "msgpack>=1.0"],
+        "test": ["pytest>=7.4", "hypothesis>=6.90", "websockets>=15.0", "msgpack>=1.0", "pyzmq>=25"],
         "dev": ["ruff>=0.5"],
     },
     entry_points={"console_scripts": ["vla-ros = vla_ros.cli.main:main"]},

@@ -1,7 +1,8 @@
 """A policy served over openpi's websocket protocol, so that robots (and `openpi-client`) can use it remotely.
 
-Any number of clients may connect; the model runs one inference at a time, in a worker thread, so that the
-event loop keeps answering health checks, pings and new connections while a chunk is computed.
+Any number of clients may connect; the model runs in one worker thread (batching.py), so that the event loop
+keeps answering health checks, pings and new connections while a chunk is computed, and concurrent requests
+share one forward pass where the policy allows.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import signal
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import numpy as np
 
 from vla_ros.core.errors import ConfigError, VlaRosError
 from vla_ros.policies.base import Policy
 from vla_ros.policies.remote import protocol
+from vla_ros.policies.remote.batching import BatchConfig, InferenceBatcher
 
 logger = logging.getLogger("vla_ros.serve")
 
@@ -36,6 +35,7 @@ class ServeConfig:
     port: int = 8000  # openpi's default; 0 picks a free port
     token: str | None = None  # None: any client may connect
     max_message_bytes: int = 32 * 2**20  # largest observation accepted; 3 cameras at 480x640 take about 2.8 MB
+    batch: BatchConfig = BatchConfig()  # concurrent requests in one forward pass, where the policy allows
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
@@ -69,7 +69,7 @@ class PolicyServer:
         self.features = policy.metadata.features
         self._metadata = protocol.pack(protocol.metadata_to_wire(
             policy.metadata, robot=robot, max_message_bytes=config.max_message_bytes))
-        self._model_worker: ThreadPoolExecutor | None = None
+        self._batcher: InferenceBatcher | None = None
         self.port: int | None = None  # the bound port, once listening
         self.requests_served = 0
 
@@ -81,8 +81,8 @@ class PolicyServer:
     async def serve(self, stop: asyncio.Event, *, on_listening=None) -> None:
         """Listen until `stop` is set; then close every connection (code 1001) and return."""
         websockets = protocol.import_websockets()
-        # One worker: the model is not assumed thread-safe, and concurrent chunks would only slow each other down.
-        self._model_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla_ros_serve_model")
+        # One worker: the model is not assumed thread-safe; concurrent requests are batched instead.
+        self._batcher = InferenceBatcher(self.policy, self.config.batch)
         warning = exposure_warning(self.config.host, token=self.config.token)
         if warning:
             logger.warning(warning)
@@ -92,7 +92,7 @@ class PolicyServer:
                 max_size=self.config.max_message_bytes, process_request=self._health_check,
             )
         except OSError as exc:
-            self._model_worker.shutdown(wait=False)
+            self._batcher.close()
             raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}; "
                               "choose another --port or stop the process using it") from exc
         async with server:
@@ -100,7 +100,7 @@ class PolicyServer:
             if on_listening is not None:
                 on_listening(self.port)
             await stop.wait()
-        self._model_worker.shutdown(wait=False, cancel_futures=True)
+        self._batcher.close()
 
     def run(self) -> None:
         """Serve in this thread until SIGINT or SIGTERM."""
@@ -159,13 +159,13 @@ class PolicyServer:
                 await _fail(connection, f"invalid observation: {exc}", close_code.INVALID_DATA, websockets)
                 return
             try:
-                actions, timing = await asyncio.get_running_loop().run_in_executor(
-                    self._model_worker, self._infer, observation, received)
+                actions, timing = await asyncio.wrap_future(self._batcher.submit(observation))
                 reply = protocol.pack(protocol.reply_to_wire(actions, timing | (
                     {} if previous_total_ms is None else {"prev_total_ms": previous_total_ms})))
-            except Exception:  # noqa: BLE001 - any policy failure goes back to the client, which holds its arm
-                logger.exception("policy failed on a request from %s", peer)
-                await _fail(connection, traceback.format_exc(), close_code.INTERNAL_ERROR, websockets)
+            except Exception as exc:  # noqa: BLE001 - any policy failure goes back to the client, which holds its arm
+                logger.error("policy failed on a request from %s", peer, exc_info=exc)
+                await _fail(connection, "".join(traceback.format_exception(exc)), close_code.INTERNAL_ERROR,
+                            websockets)
                 return
             try:
                 await connection.send(reply)
@@ -174,16 +174,6 @@ class PolicyServer:
                 return
             self.requests_served += 1
             previous_total_ms = (time.perf_counter() - received) * 1e3
-
-    def _infer(self, observation, received: float) -> tuple[np.ndarray, dict[str, float]]:
-        start = time.perf_counter()
-        actions = np.asarray(self.policy.predict_chunk(observation), dtype=np.float32)
-        infer_ms = (time.perf_counter() - start) * 1e3
-        expected = (self.features.chunk_size, self.features.action_dim)
-        if actions.shape != expected or not np.isfinite(actions).all():
-            raise ValueError(f"policy '{self.policy.metadata.name}' returned actions of shape {actions.shape} "
-                             f"(finite: {bool(np.isfinite(actions).all())}), its metadata promises {expected}")
-        return actions, {"infer_ms": infer_ms, "queue_ms": (start - received) * 1e3}
 
 
 async def _fail(connection, text: str, code, websockets) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,23 @@ class SmolVLAPolicy(Policy):
         noise = torch.randn((1, self._config.chunk_size, self._config.max_action_dim), generator=self._generator,
                             dtype=torch.float32)
         return self.sample(observation, noise, prefix)
+
+    def predict_chunks(self, observations: Sequence[PolicyObservation]) -> np.ndarray:
+        """(B, chunk_size, action_dim): `predict_chunk` of each observation (no prefix), in one forward pass.
+
+        A policy server batches concurrent requests through this (vla_ros.policies.remote.batching)."""
+        if self._model is None:
+            raise PolicyError("smolvla: the policy was closed")
+        noise = torch.randn((len(observations), self._config.chunk_size, self._config.max_action_dim),
+                            generator=self._generator, dtype=torch.float32)
+        batch = batch_to(self._processor.preprocess(list(observations)), self._device, self._dtype)
+        with torch.inference_mode():
+            actions = self._processor.unnormalize_actions(self._model.sample_actions(**batch, noise=noise.to(
+                self._device)))
+        if self.relative_actions is not None:
+            actions = np.stack([self.relative_actions.from_model(chunk, observation[STATE])
+                                for chunk, observation in zip(actions, observations, strict=True)])
+        return actions
 
     def sample(self, observation: PolicyObservation, noise: torch.Tensor, prefix: ChunkPrefix | None = None
                ) -> np.ndarray:
