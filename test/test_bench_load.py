@@ -141,5 +141,7 @@ def test_bench_load_runs_both_arms_and_leaves_no_busy_loop(tmp_path, capsys):
 
 
 def test_bench_load_refuses_a_robot_the_simulator_does_not_have(capsys):
-    assert main(["bench", "load", "--robots", "so101,ur5e", "--no-progress"]) == 2
-    assert "the simulator has no robot 'ur5e': it simulates so101 and panda" in capsys.readouterr().err
+    assert main(["bench", "load", "--robots", "so101,ur5", "--no-progress"]) == 2
+    from vla_ros.sim.robots import SIM_ROBOTS
+
+    assert f"the simulator has no robot 'ur5': it simulates {', '.join(SIM_ROBOTS)}" in capsys.readouterr().err

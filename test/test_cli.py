@@ -44,7 +44,8 @@ def test_demo_dry_run_never_moves_the_arm(tmp_path):
 
 def test_unknown_robot_is_an_operator_error(capsys):
     assert main(["demo", "--robot", "so10", "--episodes", "1", "--no-progress"]) == 2
-    assert "unknown robot 'so10'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the simulator has no robot 'so10'" in err and "Did you mean 'so101'?" in err
 
 
 def test_bench_overhead_prints_json(capsys, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.bench.stats import progress_bar, report_json, summarize_ms
-from vla_ros.core.embodiment import EmbodimentConfig, available_robots, load_embodiment
+from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
@@ -29,6 +29,7 @@ from vla_ros.policies.device import add_device_arguments
 from vla_ros.policies.factory import DEFAULT_POLICY
 from vla_ros.sim.closed_loop import EpisodeLog, InferenceMode, LoopSettings, run_episode
 from vla_ros.sim.episodes import episode_task, make_world, parse_colors
+from vla_ros.sim.robots import SIM_ROBOT_HELP, load_simulated_embodiment
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
 JERK_WINDOW = 3  # a third difference spans ticks k-3..k
@@ -36,7 +37,7 @@ JERK_WINDOW = 3  # a third difference spans ticks k-3..k
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec (default: %(default)s)")
-    parser.add_argument("--robot", default="so101", help=f"robot config name ({', '.join(available_robots())})")
+    parser.add_argument("--robot", default="so101", help=SIM_ROBOT_HELP)
     parser.add_argument("--task", default="touch", choices=sorted(TASK_TEMPLATES), help="task family")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per cell (the same seeds in every cell)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed+i")
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> dict:
     latencies_ms = _parse_latencies(args.latencies_ms)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    embodiment = load_embodiment(args.robot)
+    embodiment = load_simulated_embodiment(args.robot)
     colors = parse_colors(args.colors)
     world = make_world(embodiment, colors)
     policy = make_policy(args.policy, embodiment=embodiment, world=world,

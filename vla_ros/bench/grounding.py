@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.bench.stats import report_json
-from vla_ros.core.embodiment import EmbodimentConfig, available_robots, load_embodiment
+from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.features import RobotObservation
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.base import Policy
 from vla_ros.sim.episodes import make_world, parse_colors
+from vla_ros.sim.robots import SIM_ROBOT_HELP, load_simulated_embodiment
 from vla_ros.sim.tasks import TASK_TEMPLATES, parse_instruction
 
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vla_ros.policies.device import add_device_arguments
 
     parser.add_argument("--policy", default="builtin", help="policy spec (default: %(default)s)")
-    parser.add_argument("--robot", default="so101", help=f"robot config name ({', '.join(available_robots())})")
+    parser.add_argument("--robot", default="so101", help=SIM_ROBOT_HELP)
     parser.add_argument("--task", default="touch", choices=sorted(TASK_TEMPLATES), help="task family")
     parser.add_argument("--layouts", type=int, default=20, help="cube layouts (each asked once per colour)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first layout; layout i uses seed+i")
@@ -103,7 +104,7 @@ def measure(policy: Policy, embodiment: EmbodimentConfig, world, *, task_family:
 def run(args: argparse.Namespace) -> dict:
     from vla_ros.policies.factory import PolicyOptions, make_policy
 
-    embodiment = load_embodiment(args.robot)
+    embodiment = load_simulated_embodiment(args.robot)
     world = make_world(embodiment, parse_colors(args.colors))
     policy = make_policy(args.policy, embodiment=embodiment, world=world,
                          options=PolicyOptions(device=args.device, dtype=args.dtype, threads=args.threads))

@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vla_ros import __version__
 from vla_ros.core.errors import VlaRosError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says it or there is none to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if no_default or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     from vla_ros.policies import finetune
     from vla_ros.policies.remote import cli as serve
 
-    parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="vla-ros", description="Drive ROS 2 robot arms with VLA policies.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vla-ros {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
     demo_parser = commands.add_parser("demo", help="closed loop in the MuJoCo simulator, with video and plot")
     demo.add_arguments(demo_parser)
@@ -42,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_parser.set_defaults(run=nodes.sim_main)
 
     bench_parser = commands.add_parser("bench", help="benchmarks that print JSON figures")
-    benches = bench_parser.add_subparsers(dest="bench", required=True)
+    benches = bench_parser.add_subparsers(dest="bench", required=True, parser_class=_SubParser)
     overhead_parser = benches.add_parser("overhead", help="per-step pipeline overhead, everything but the model")
     overhead.add_arguments(overhead_parser)
     overhead_parser.set_defaults(run=overhead.main)
@@ -71,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_arguments(soak_parser)
     soak_parser.set_defaults(run=soak.main)
     return parser
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Every subcommand's parser shows defaults in its --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

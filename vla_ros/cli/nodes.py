@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from vla_ros.core.errors import ConfigError
+from vla_ros.core.errors import ConfigError, MissingDependencyError
 from vla_ros.policies.device import parse_threads
 from vla_ros.ros.backend import BACKEND_CHOICES, choose_backend
 
@@ -105,7 +105,7 @@ def run_main(args: argparse.Namespace) -> int:
     backend = choose_backend(args.backend)
     if backend == "rclpy":
         return _run_rclpy_policy(parameters, args)
-    from vla_ros.dds.node import DdsGraph, DdsNode
+    DdsGraph, DdsNode = dds_classes()
     from vla_ros.ros.backend import dds_backend
     from vla_ros.ros.policy_core import PolicyNodeCore
 
@@ -138,7 +138,7 @@ def sim_main(args: argparse.Namespace) -> int:
     backend = choose_backend(args.backend)
     if backend == "rclpy":
         return _run_rclpy_sim(config, args)
-    from vla_ros.dds.node import DdsGraph, DdsNode
+    DdsGraph, DdsNode = dds_classes()
     from vla_ros.ros.backend import dds_backend
     from vla_ros.ros.sim_core import MujocoRobotCore
 
@@ -174,6 +174,18 @@ def _expert_served(world, embodiment, port: int | None):
         yield
     finally:
         server.stop()
+
+
+def dds_classes():
+    """(DdsGraph, DdsNode), or an error naming the extra that brings Cyclone DDS."""
+    try:
+        from vla_ros.dds.node import DdsGraph, DdsNode
+    except ImportError as exc:
+        if not (exc.name or "").startswith("cyclonedds"):
+            raise
+        raise MissingDependencyError("cyclonedds", "dds", "Running a node without a sourced ROS 2 (the pip-only "
+                                     "DDS backend)") from None
+    return DdsGraph, DdsNode
 
 
 def _log_to_stderr() -> None:

@@ -19,13 +19,16 @@ import time
 from pathlib import Path
 
 from vla_ros.bench.stats import progress_bar
+from vla_ros.cli.arguments import require_count, scene_colors
+from vla_ros.cli.nodes import dds_classes
 from vla_ros.core.embodiment import available_robots, load_embodiment
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.factory import make_policy
 from vla_ros.ros.backend import BACKEND_CHOICES, choose_backend
 from vla_ros.sim.closed_loop import LoopSettings, run_episode
-from vla_ros.sim.episodes import episode_task, make_world, parse_colors
+from vla_ros.sim.episodes import episode_task, make_world
+from vla_ros.sim.robots import SIM_ROBOTS, load_simulated_embodiment
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
 INPUTS_TIMEOUT_S = 30.0  # timed recording: how long to wait for the robot's topics before giving up
@@ -34,7 +37,8 @@ INPUTS_TIMEOUT_S = 30.0  # timed recording: how long to wait for the robot's top
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim", action="store_true", help="record the simulator's scripted expert, not topics")
     parser.add_argument("--from-bag", type=Path, nargs="+", metavar="BAG", help="convert bags, one episode each")
-    parser.add_argument("--robot", default="so101", help=f"simulated robot ({', '.join(available_robots())})")
+    parser.add_argument("--robot", default="so101", help=f"robot config name ({', '.join(available_robots())}) or "
+                        f"YAML; --sim: {', '.join(SIM_ROBOTS)}")
     parser.add_argument("--task", choices=sorted(TASK_TEMPLATES), default="touch", help="task family")
     parser.add_argument("--colors", default="red,green,blue", help="cube colours in the scene (comma-separated)")
     parser.add_argument("--targets", help="colours the instructions name (default: all of --colors)")
@@ -56,9 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def record(args: argparse.Namespace) -> dict:
-    embodiment = load_embodiment(args.robot)
-    colors = parse_colors(args.colors)
-    targets = parse_colors(args.targets) if args.targets else colors
+    colors, targets = scene_colors(args.colors, args.targets)
+    embodiment = load_simulated_embodiment(args.robot)
     height, width = args.image_size or (120, 160)
     world = make_world(embodiment, colors, camera_size=(height, width))
     policy = make_policy("expert", embodiment=embodiment, world=world)
@@ -237,13 +240,13 @@ def _node(name: str, args: argparse.Namespace):
             node.destroy_node()
             rclpy.try_shutdown()
         return node, rclpy_backend(), executor.spin, stop
-    from vla_ros.dds.node import DdsGraph, DdsNode
-
+    DdsGraph, DdsNode = dds_classes()
     node = DdsNode(name, DdsGraph(args.domain_id), use_sim_time=args.use_sim_time)
     return node, dds_backend(), node.spin, node.destroy_node
 
 
 def main(args: argparse.Namespace) -> int:
+    require_count(args.episodes, "--episodes")
     result = record(args) if args.sim else record_bags(args) if args.from_bag else record_topics(args)
     print(f"recorded {result['episodes_saved']} episodes ({result['attempts']} attempted) into {result['dataset']}")
     return 0

@@ -215,9 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="LeRobot v3 dataset (vla-ros record)")
     parser.add_argument("--robot", help="robot config (default: the dataset's robot_type)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (each one batch)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="samples per optimizer step")
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate,
+                        help="peak learning rate (AdamW): linear warm-up to it, then cosine decay to 10%% of it")
     parser.add_argument("--lora-rank", type=int, default=0, help="train rank-r adapters only (0: every weight)")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
                         help="steps between resume points")

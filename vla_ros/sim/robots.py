@@ -105,6 +105,8 @@ PANDA = SimRobot(
 
 ROBOTS: dict[str, SimRobot] = {robot.name: robot for robot in (SO101, PANDA)}
 SIM_ROBOTS = tuple(ROBOTS)  # the robot configs the simulator can build a scene for
+SIM_ROBOT_HELP = (f"simulated robot: {', '.join(SIM_ROBOTS)}, or a robot YAML of one of them (the other robot "
+                  "configs run on ROS 2 only)")
 
 
 def get_robot(name: str) -> SimRobot:
@@ -123,11 +125,11 @@ def load_simulated_embodiment(name: str) -> EmbodimentConfig:
     """
     is_path = name.endswith((".yaml", ".yml"))
     if not is_path and name not in ROBOTS:
-        raise ConfigError(f"the simulator has no robot '{name}': it simulates {' and '.join(SIM_ROBOTS)} (other "
+        raise ConfigError(f"the simulator has no robot '{name}': it simulates {', '.join(SIM_ROBOTS)} (other "
                           "robots run on ROS 2: ros2 launch vla_ros <robot>.launch.py)."
                           + did_you_mean(name, ROBOTS))
     embodiment = load_embodiment(name)
     if embodiment.robot not in ROBOTS:
         raise ConfigError(f"{name} is the robot '{embodiment.robot}', which the simulator does not have: it "
-                          f"simulates {' and '.join(SIM_ROBOTS)}")
+                          f"simulates {', '.join(SIM_ROBOTS)}")
     return embodiment
