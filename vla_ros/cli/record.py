@@ -129,7 +129,7 @@ def record_bags(args: argparse.Namespace) -> dict:
     saved = []
     try:
         for bag in args.from_bag:
-            index = convert_bag(bag, inputs, recorder, instruction=args.instruction,
+            index = convert_bag(bag, _topic_handlers(inputs), recorder, instruction=args.instruction,
                                 control_period_s=embodiment.control_period_s)
             print(f"{bag}: " + (f"episode {index}" if index is not None else
                                 f"no frame ({recorder.status().skipped}): nothing saved"), file=sys.stderr)
@@ -151,6 +151,16 @@ def _recorder(args: argparse.Namespace):
     sizes = {c.name: tuple(args.image_size) if args.image_size else (c.height, c.width) for c in embodiment.cameras}
     writer = _writer(args.out, embodiment, sizes)
     return embodiment, writer, EpisodeRecorder(embodiment, writer, image_sizes=sizes)
+
+
+def _topic_handlers(inputs) -> dict:
+    """Topic -> handler of a `RecorderInputs`: what the recorder node subscribes to, for reading a bag."""
+    handlers = {**{t: inputs.on_joint_state for t in inputs.joint_state_topics},
+                **{t: inputs.on_image for t in inputs.camera_topics},
+                **{t: inputs.on_command for t in inputs.command_topics}}
+    if inputs.leader_topic:
+        handlers[inputs.leader_topic] = inputs.on_leader
+    return handlers
 
 
 class _StderrLogger:

@@ -1,31 +1,34 @@
 """rosbag2 (sqlite3 or mcap) and ROS 1 bags -> LeRobot episodes, one bag per episode, read with rosbags.
 
-The bag's messages go through the same `RecorderInputs` and `EpisodeRecorder` as live topics, in the order they
-were logged; the recorder ticks at the control rate on the clock of the messages' header stamps (simulated time in
-a bag recorded from a simulator, wall time from a real robot), so a converted episode holds the frames the live
-recorder would have written.
+The bag's messages go to the same handlers and `EpisodeRecorder` as live topics, in the order they were logged (the
+caller passes the recorder node's `RecorderInputs` handlers, so datasets/ needs nothing from ros/). The recorder
+ticks at the control rate on the clock of the messages' header stamps (simulated time in a bag recorded from a
+simulator, wall time from a real robot), so a converted episode holds the frames the live recorder would have
+written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.recording import EpisodeRecorder
-from vla_ros.ros.recorder_core import RecorderInputs
+
+# (topic, deserialized message) -> None: feeds one message to the recorder
+MessageHandler = Callable[[str, Any], None]
 
 
-def convert_bag(bag: Path, inputs: RecorderInputs, recorder: EpisodeRecorder, *, instruction: str,
+def convert_bag(bag: Path, handlers: Mapping[str, MessageHandler], recorder: EpisodeRecorder, *, instruction: str,
                 control_period_s: float) -> int | None:
-    """Record `bag` as one episode of `instruction`; returns its index, or None if no frame could be made."""
+    """Record `bag` as one episode of `instruction`; returns its index, or None if no frame could be made.
+
+    `handlers`: the handler of each topic to read; every one of them must be in the bag.
+    """
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    handlers = {**{t: inputs.on_joint_state for t in inputs.joint_state_topics},
-                **{t: inputs.on_image for t in inputs.camera_topics},
-                **{t: inputs.on_command for t in inputs.command_topics}}
-    if inputs.leader_topic:
-        handlers[inputs.leader_topic] = inputs.on_leader
     try:
         reader = AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_JAZZY))
     except Exception as exc:  # noqa: BLE001 - rosbags raises its own error types per format
