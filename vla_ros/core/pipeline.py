@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from vla_ros.core.adapter import EmbodimentAdapter
+from vla_ros.core.chunks import ChunkPrefix
 from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.features import PolicyFeatures, PolicyObservation, RobotObservation
 from vla_ros.core.safety import SafetyConfig, SafetyFilter, SafetyReport
 from vla_ros.core.scheduler import ChunkReceipt, ChunkScheduler, MergeStrategy, SchedulerConfig
 from vla_ros.core.trajectory import JointTrajectory, build_trajectory
-from vla_ros.policies.base import ChunkPrefix
 
 # Real-time chunking freezes the steps that execute while a chunk is computed; it plans for the slowest of the
 # last few chunks, since freezing a step too many costs little and a step too few leaves a seam.

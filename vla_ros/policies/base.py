@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vla_ros.core.chunks import ChunkPrefix
 from vla_ros.core.features import PolicyFeatures, PolicyObservation
+
+__all__ = ["ChunkPrefix", "Policy", "PolicyMetadata"]  # ChunkPrefix lives in core; importable from here too
 
 
 @dataclass(frozen=True)
@@ -26,19 +29,6 @@ class PolicyMetadata:
     supports_prefix: bool = False  # predict_chunk honours a ChunkPrefix (flow-matching policies with RTC)
     threads: int | None = None  # CPU threads of the model's operations (None: not a local model)
     threads_reason: str = ""  # why that many, for logs
-
-
-@dataclass(frozen=True)
-class ChunkPrefix:
-    """The part of the current chunk that a new chunk must continue (real-time chunking, arXiv 2506.07339).
-
-    Step i of `actions` is for the new observation's time + i*dt, in policy units (unnormalized), like the
-    chunk the policy returns. Policies that cannot use it (metadata.supports_prefix False) ignore it.
-    """
-
-    actions: np.ndarray  # (n, action_dim): the old chunk's actions not yet executed at observation time
-    inference_delay_steps: int  # d: steps that execute while the new chunk is computed; frozen to `actions`
-    execution_horizon: int  # s: steps executed per chunk; steps from n on are left free
 
 
 class Policy(ABC):
