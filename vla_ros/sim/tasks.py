@@ -10,7 +10,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
@@ -19,11 +19,21 @@ from vla_ros.sim.palette import CUBE_COLORS
 
 if TYPE_CHECKING:
     from vla_ros.sim.robots import Workspace
-    from vla_ros.sim.world import SimWorld
 
 
 class TaskError(VlaRosError):
     """An instruction the simulator has no task for, or a task the world cannot set up."""
+
+
+class CubeScene(Protocol):
+    """What a task reads from the world to judge success; `SimWorld` is one (the world imports tasks, not the
+    other way round)."""
+
+    def gripper_touches(self, color: str) -> bool:
+        """Whether any gripper geom is in contact with the `color` cube."""
+
+    def cube_height_above_rest(self, color: str) -> float:
+        """Height of the `color` cube above where it rests on the table (m)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class Task(ABC):
         return f"{self.verb} the {self.color} cube"
 
     @abstractmethod
-    def is_success(self, world: SimWorld) -> bool:
+    def is_success(self, world: CubeScene) -> bool:
         """Whether the world is in a state that completes the task right now."""
 
     def sample_layout(
@@ -62,7 +72,7 @@ class Task(ABC):
         if self.color not in colors:
             raise TaskError(
                 f"'{self.instruction}' needs a {self.color} cube, but the world has only {list(colors)}: "
-                f"create the SimWorld with colors including '{self.color}'"
+                f"add {self.color} to the scene's cube colours (vla-ros commands: --colors)"
             )
         # Placing cubes one by one can corner the last ones; starting the whole layout over does not.
         for _ in range(100):
@@ -102,7 +112,7 @@ class TouchTask(Task):
     verb: ClassVar[str] = "touch"
     max_duration_s: ClassVar[float] = 10.0
 
-    def is_success(self, world: SimWorld) -> bool:
+    def is_success(self, world: CubeScene) -> bool:
         return world.gripper_touches(self.color)
 
 
@@ -114,7 +124,7 @@ class PickTask(Task):
     max_duration_s: ClassVar[float] = 20.0
     LIFT_HEIGHT_M: ClassVar[float] = 0.05
 
-    def is_success(self, world: SimWorld) -> bool:
+    def is_success(self, world: CubeScene) -> bool:
         return world.cube_height_above_rest(self.color) >= self.LIFT_HEIGHT_M and world.gripper_touches(self.color)
 
 
