@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from vla_ros.sim.experts import EXPERT_SETTINGS
+from vla_ros.sim.experts import EXPERT_SETTINGS, tcp_heading
 from vla_ros.sim.ik import TcpIk
+from vla_ros.sim.robots import SIM_ROBOTS
 from vla_ros.sim.world import SimWorld
 
 
@@ -19,7 +20,7 @@ def top_down(yaw: float) -> np.ndarray:
     return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
 
 
-@pytest.fixture(scope="module", params=["so101", "panda"])
+@pytest.fixture(scope="module", params=SIM_ROBOTS)
 def arm(request) -> tuple[SimWorld, TcpIk, np.ndarray]:
     """(world, IK over the arm joints, home arm joints)."""
     world = SimWorld(request.param, render=False)
@@ -37,9 +38,9 @@ def test_solving_for_the_current_pose_keeps_the_joints(arm):
 
 
 def home_yaw(ik: TcpIk, home: np.ndarray) -> float:
-    """Heading (rad) of the TCP's x axis at home."""
+    """Heading (rad) of the TCP's x axis at home, as the expert reads it."""
     _, rotation = ik.forward(home)
-    return math.atan2(rotation[1, 0], rotation[0, 0])
+    return tcp_heading(rotation)
 
 
 def test_solutions_reach_the_pose_they_were_asked_for(arm):

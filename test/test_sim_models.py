@@ -10,10 +10,11 @@ import yaml
 
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.trajectory import build_trajectory
+from vla_ros.sim.robots import SIM_ROBOTS
 from vla_ros.sim.world import SimWorld
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config" / "robots"
-ROBOTS = ("so101", "panda")
+ROBOTS = SIM_ROBOTS
 
 
 def robot_yaml(robot: str) -> dict:

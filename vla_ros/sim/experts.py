@@ -12,7 +12,7 @@ a dropped cube) or when the arm is far from where the script put it (another con
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,6 +53,17 @@ class ExpertSettings:
     squeeze_s: float  # hold after closing, so that the grip force builds before the lift
 
 
+# The Franka Hand, on the Panda and the FR3: fingertips 9 mm past the tool centre point.
+_FRANKA_HAND_SETTINGS = ExpertSettings(
+    hover_height_m=0.10,
+    lift_height_m=0.10,
+    fingertip_below_tcp_m=0.009,
+    tip_clearance_m=0.005,
+    touch_depth_m=0.003,
+    max_line_speed_m_s=0.15,
+    squeeze_s=0.3,
+)
+
 EXPERT_SETTINGS: dict[str, ExpertSettings] = {
     # The SO-101 cannot point straight down above ~9 cm at its longest reach, so its lift stays low.
     "so101": ExpertSettings(
@@ -64,14 +75,15 @@ EXPERT_SETTINGS: dict[str, ExpertSettings] = {
         max_line_speed_m_s=0.1,
         squeeze_s=0.3,
     ),
-    "panda": ExpertSettings(
-        hover_height_m=0.10,
-        lift_height_m=0.10,
-        fingertip_below_tcp_m=0.009,
-        tip_clearance_m=0.005,
-        touch_depth_m=0.003,
-        max_line_speed_m_s=0.15,
-        squeeze_s=0.3,
+    "panda": _FRANKA_HAND_SETTINGS,
+    "fr3": _FRANKA_HAND_SETTINGS,
+    # The other 7-DoF arms reach as far as the Panda; only their grippers' pads end farther past the TCP.
+    "gen3": replace(_FRANKA_HAND_SETTINGS, fingertip_below_tcp_m=0.017),
+    "xarm7": replace(_FRANKA_HAND_SETTINGS, fingertip_below_tcp_m=0.015),
+    # The ViperX reaches 0.75 m from a shoulder 13 cm up: lower hovers and lifts, slower lines.
+    "vx300s": replace(
+        _FRANKA_HAND_SETTINGS, hover_height_m=0.08, lift_height_m=0.08, fingertip_below_tcp_m=0.018,
+        max_line_speed_m_s=0.12,
     ),
 }
 
@@ -166,7 +178,7 @@ class ScriptedExpert:
         )
         # The gripper's yaw at home, turned to face a target, is its most comfortable yaw there (wrist mid-range).
         _, home_rotation = self._ik.forward(home[self._arm])
-        self._home_yaw = math.atan2(home_rotation[1, 0], home_rotation[0, 0])
+        self._home_yaw = tcp_heading(home_rotation)
         self._script: Script | None = None
 
     def reset(self) -> None:
@@ -267,6 +279,17 @@ class ScriptedExpert:
         c, s = math.cos(yaw), math.sin(yaw)
         # Columns: TCP x heading at `yaw`, y completing the frame, z (the approach axis) straight down.
         return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
+
+
+def tcp_heading(rotation: np.ndarray) -> float:
+    """Heading (rad about the vertical) of a TCP frame's x axis, read from its y axis where x points up or down.
+
+    A gripper pointing forward at home (the ViperX) has its x axis near vertical; its y axis (the jaws' closing
+    direction) is then level, and a top-down frame's x heads a quarter turn from its y.
+    """
+    if math.hypot(rotation[0, 0], rotation[1, 0]) >= 0.5:
+        return math.atan2(rotation[1, 0], rotation[0, 0])
+    return math.atan2(rotation[1, 1], rotation[0, 1]) + math.pi / 2
 
 
 class _ScriptBuilder:

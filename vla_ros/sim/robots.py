@@ -6,7 +6,7 @@ Joint order, home pose, gripper values and motion limits come from the robot's e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from vla_ros.core.embodiment import EmbodimentConfig, GripperSpec, load_embodiment
@@ -103,7 +103,37 @@ PANDA = SimRobot(
     workspace=Workspace(min_radius_m=0.35, max_radius_m=0.62, max_azimuth_rad=0.6, min_spacing_m=0.11),
 )
 
-ROBOTS: dict[str, SimRobot] = {robot.name: robot for robot in (SO101, PANDA)}
+# The Panda's kinematics and hand under franka_ros2's names (fr3.xml), so the Panda's cubes and workspace.
+FR3 = replace(PANDA, name="fr3", model_file="fr3.xml", gripper_body="fr3_hand")
+
+GEN3 = SimRobot(
+    name="gen3",
+    model_file="gen3.xml",
+    gripper_body="end_effector_link",
+    jaw_geoms=("left_pad", "right_pad"),
+    cube_size_m=0.045,
+    workspace=Workspace(min_radius_m=0.35, max_radius_m=0.62, max_azimuth_rad=0.6, min_spacing_m=0.11),
+)
+
+XARM7 = SimRobot(
+    name="xarm7",
+    model_file="xarm7.xml",
+    gripper_body="xarm_gripper_base_link",
+    jaw_geoms=("left_pad", "right_pad"),
+    cube_size_m=0.045,
+    workspace=Workspace(min_radius_m=0.3, max_radius_m=0.52, max_azimuth_rad=0.6, min_spacing_m=0.11),
+)
+
+VX300S = SimRobot(
+    name="vx300s",
+    model_file="vx300s.xml",
+    gripper_body="hand",
+    jaw_geoms=("left_pad", "right_pad"),
+    cube_size_m=0.04,
+    workspace=Workspace(min_radius_m=0.25, max_radius_m=0.45, max_azimuth_rad=0.7, min_spacing_m=0.1),
+)
+
+ROBOTS: dict[str, SimRobot] = {robot.name: robot for robot in (SO101, PANDA, FR3, GEN3, XARM7, VX300S)}
 SIM_ROBOTS = tuple(ROBOTS)  # the robot configs the simulator can build a scene for
 SIM_ROBOT_HELP = (f"simulated robot: {', '.join(SIM_ROBOTS)}, or a robot YAML of one of them (the other robot "
                   "configs run on ROS 2 only)")

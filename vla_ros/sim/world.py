@@ -29,7 +29,7 @@ ASSETS_DIR = Path(__file__).parent / "assets"
 
 
 class SimWorld:
-    """One arm (`robot`: 'so101' or 'panda') on a table with one cube per colour in `colors`.
+    """One arm (`robot`: a name of robots.SIM_ROBOTS) on a table with one cube per colour in `colors`.
 
     `joint_groups` splits the joints between several trajectory controllers, as an arm controller and a gripper
     controller (each group takes trajectories for exactly its joints); None: one controller for every joint.
