@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from vla_ros.core.embodiment import load_embodiment
+from vla_ros.core.errors import VlaRosError
 from vla_ros.core.features import PolicyFeatures, RobotObservation
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
+from vla_ros.core.trajectory import TrajectorySampler
 
 CHUNK = 10
 
@@ -239,3 +241,111 @@ def test_hold_brakes_and_leaves_the_queue_alone(panda):
     np.testing.assert_allclose(command.positions, panda.home)
     for kept, queued in zip(before, pipeline.scheduler.queued(0.0), strict=True):
         np.testing.assert_array_equal(kept, queued)
+
+
+# -- the stamped lookahead (PipelineConfig.lookahead_steps) -------------------------------------------------------
+
+
+def _sine(times: np.ndarray, home: np.ndarray, start: float) -> np.ndarray:
+    """0.3 rad, 0.5 Hz on the arm joints (all but the last), from rest offset."""
+    out = np.tile(home, (len(times), 1))
+    out[:, :-1] += 0.3 * np.sin(np.pi * (np.asarray(times)[:, None] - start))
+    return out
+
+
+def _stream(embodiment, *, jitter_s: float, gap_s: float, seconds: float = 4.0, start: float = 100.0):
+    """Tick a lookahead pipeline along a sine (chunks of one second, refilled at half), with ticks late by up to
+    `jitter_s` and a `gap_s` pause each second; yields (arrival time, command) per tick."""
+    period = embodiment.control_period_s
+    chunk = round(1 / period)
+    features = PolicyFeatures(state_dim=len(embodiment.joint_names), action_dim=len(embodiment.joint_names),
+                              chunk_size=chunk, action_dt_s=period, camera_keys=())
+    pipeline = ActionPipeline(embodiment, features, PipelineConfig(lookahead_steps=10))
+    pipeline.reset(_sine(np.array([start]), embodiment.home, start)[0])
+    rng = np.random.default_rng(0)
+    for tick in range(round(seconds / period)):
+        nominal = start + tick * period
+        if (nominal - start) % 1.0 < gap_s:
+            continue
+        now = nominal + rng.uniform(0, jitter_s)
+        if pipeline.scheduler.needs_refill(now):
+            times = now + np.arange(chunk) * period
+            pipeline.scheduler.add_chunk(_sine(times, embodiment.home, start), observation_stamp=now, dt=period,
+                                         now=now)
+        yield now, pipeline.step(now, measured=pipeline.safety.last_command, observation_stamp=now), pipeline
+
+
+def _follow(messages, times):
+    """What JTC commands at `times`: the spline of the last message received (arrival = its tick + 1 ms)."""
+    out, k, sampler = [], 0, None
+    for t in times:
+        while k < len(messages) and messages[k][0] + 0.001 <= t:
+            trajectory = messages[k][1]
+            sampler = TrajectorySampler(trajectory, start_time=trajectory.stamp,
+                                        start_positions=trajectory.points[0].positions)
+            k += 1
+        out.append(sampler.sample(t)[0])
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("jitter_s", "gap_s"), [(0.0, 0.0), (0.015, 0.1), (0.03, 0.1)])
+def test_lookahead_stream_follows_the_plan_through_jitter_and_gaps(jitter_s, gap_s):
+    so101 = load_embodiment("so101")
+    messages = [(now, command.lookahead) for now, command, _ in _stream(so101, jitter_s=jitter_s, gap_s=gap_s)]
+    for _, trajectory in messages:
+        assert trajectory.stamp > 0 and np.all(trajectory.points[-1].velocities == 0.0)
+    times = np.arange(101.0, 103.9, 0.002)  # a 500 Hz controller, after the first second
+    followed = _follow(messages, times)
+    error = np.abs(followed - _sine(times, so101.home, 100.0))
+    # Linear resampling of a 30 Hz chunk costs ~0.4 mrad; jitter and gaps add little (without a lookahead they
+    # cost 40-170 mrad: docs/ros2-control.md).
+    assert error.max() < 0.004, error.max()
+    speed = np.abs(np.diff(followed, axis=0)) / 0.002
+    assert np.all(speed.max(axis=0) <= so101.velocity_limits)
+
+
+def test_lookahead_spline_keeps_the_velocity_limit_when_the_filter_saturates():
+    """A far jump: the filter runs at its (reduced) limit, and the cubic between its steps stays within the
+    robot's velocity limit."""
+    so101 = load_embodiment("so101")
+    period = so101.control_period_s
+    features = PolicyFeatures(state_dim=6, action_dim=6, chunk_size=30, action_dt_s=period, camera_keys=())
+    pipeline = ActionPipeline(so101, features, PipelineConfig(lookahead_steps=10))
+    home = so101.home
+    pipeline.reset(home)
+    target = home.copy()
+    target[0] += 1.5
+    pipeline.scheduler.add_chunk(np.tile(target, (30, 1)), observation_stamp=10.0, dt=period, now=10.0)
+    messages = []
+    for k in range(25):
+        now = 10.0 + k * period
+        messages.append((now, pipeline.step(now, measured=pipeline.safety.last_command, observation_stamp=now)
+                         .lookahead))
+    times = np.arange(10.002, 10.0 + 25 * period, 0.001)
+    followed = _follow(messages, times)
+    speed = np.abs(np.diff(followed[:, 0])) / 0.001
+    assert speed.max() > 0.9 * so101.velocity_limits[0]  # it does run near the limit
+    assert speed.max() <= so101.velocity_limits[0] + 1e-9
+
+
+def test_hold_command_brakes_from_the_stream_to_rest_within_the_limits():
+    so101 = load_embodiment("so101")
+    period = so101.control_period_s
+    ticks = list(_stream(so101, jitter_s=0.0, gap_s=0.0, seconds=1.5))
+    now, command, pipeline = ticks[-1]
+    hold = pipeline.hold_command(now + period, measured=command.positions)
+    assert hold.report.held and hold.lookahead is not None
+    rows = np.array([p.positions for p in hold.lookahead.points])
+    # It starts where the last lookahead put the arm: its first row is that lookahead's row for the same time.
+    last = command.lookahead
+    np.testing.assert_allclose(rows[0], last.points[1].positions)
+    velocities = np.diff(rows, axis=0) / period
+    assert np.all(np.abs(velocities) <= so101.velocity_limits + 1e-9)
+    assert np.all(np.abs(np.diff(velocities, axis=0)) <= so101.acceleration_limits * period + 1e-9)
+    np.testing.assert_array_equal(velocities[-1], 0.0)
+    np.testing.assert_array_equal(hold.positions, rows[-1])
+
+
+def test_lookahead_steps_must_be_positive():
+    with pytest.raises(VlaRosError, match="lookahead_steps"):
+        PipelineConfig(lookahead_steps=0)

@@ -511,3 +511,56 @@ def test_feasible_smooth_targets_pass_untouched(c, data):
             break  # a legitimate intervention; from here the command lags the stream
         assert report.interventions == (), (k, report)
         np.testing.assert_array_equal(command, target)
+
+
+@settings(max_examples=80, deadline=None)
+@given(c=configs(), data=st.data())
+def test_preview_bounds_every_row_and_ends_at_rest_without_changing_the_filter(c, data):
+    """Every row of a lookahead is a step the filter could have commanded (all limits hold, row after row), the
+    last row is at rest, and neither the filter's state nor its counters move."""
+    n = len(c.joint_names)
+    f = SafetyFilter(c)
+    f.reset(c.lower + (c.upper - c.lower) * np.array(data.draw(st.lists(st.floats(0, 1), min_size=n, max_size=n))))
+    for _ in range(data.draw(st.integers(0, 5))):  # get moving
+        f.filter(draw_target(data, c, f.last_command), measured=f.last_command, observation_age_s=0.0)
+    before = (f.last_command, f.last_velocity, dict(f.counters))
+    targets = [draw_target(data, c, f.last_command) for _ in range(data.draw(st.integers(0, 12)))]
+    targets = np.array([t if t is not None and np.all(np.isfinite(t)) else f.last_command for t in targets])
+    rows = f.preview(targets.reshape(-1, n), measured=f.last_command, observation_age_s=0.0)
+    np.testing.assert_array_equal(f.last_command, before[0])
+    np.testing.assert_array_equal(f.last_velocity, before[1])
+    assert dict(f.counters) == before[2]
+    T = c.control_period_s
+    positions = np.vstack([before[0], rows])
+    velocities = np.vstack([before[1], np.diff(positions, axis=0) / T])
+    assert len(rows) >= len(targets)
+    assert np.all(np.abs(velocities) <= c.max_velocity * (1 + TOL) + TOL)
+    assert np.all(np.abs(np.diff(velocities, axis=0)) <= c.max_acceleration * T * (1 + TOL) + TOL)
+    inside = (before[0] >= c.lower) & (before[0] <= c.upper)
+    assert np.all(~inside | ((rows >= c.lower - TOL) & (rows <= c.upper + TOL)))
+    np.testing.assert_array_equal(velocities[-1], 0.0)
+
+
+def test_preview_of_nothing_brakes_from_speed_to_rest():
+    f = SafetyFilter(config())
+    f.reset(np.zeros(2))
+    for _ in range(5):  # accelerate at 2 rad/s^2 for 0.5 s: v = 1.0 (the velocity limit), joint a only
+        f.filter(np.array([1.0, 0.0]), measured=f.last_command, observation_age_s=0.0)
+    assert f.last_velocity[0] == pytest.approx(VMAX)
+    rows = f.preview(np.empty((0, 2)), measured=f.last_command, observation_age_s=0.0)
+    speeds = np.abs(np.diff(np.vstack([f.last_command, rows])[:, 0])) / PERIOD
+    # 1.0 -> 0 at 0.2 per step: 0.8, 0.6, 0.4, 0.2, 0.0
+    np.testing.assert_allclose(speeds, [0.8, 0.6, 0.4, 0.2, 0.0], atol=1e-12)
+
+
+def test_resume_from_continues_the_motion_within_the_limits():
+    f = SafetyFilter(config())
+    f.reset(np.zeros(2))
+    f.resume_from(np.array([0.3, 0.0]), np.array([0.5, 0.0]), target=np.array([0.3, 0.0]))
+    command, report = f.filter(np.array([0.35, 0.0]), measured=np.array([0.3, 0.0]), observation_age_s=0.0)
+    np.testing.assert_allclose(command, [0.35, 0.0])  # 0.5 rad/s on, as the target moves: untouched
+    assert report.interventions == ()
+    with pytest.raises(SafetyError, match="finite"):
+        f.resume_from(np.array([np.nan, 0.0]), np.zeros(2))
+    with pytest.raises(SafetyError, match="before reset"):
+        SafetyFilter(config()).resume_from(np.zeros(2), np.zeros(2))

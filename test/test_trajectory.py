@@ -11,6 +11,7 @@ from vla_ros.core.trajectory import (
     TrajectoryError,
     TrajectoryPoint,
     TrajectorySampler,
+    build_lookahead,
     build_trajectory,
 )
 
@@ -245,3 +246,43 @@ def test_sampler_of_built_trajectory_passes_through_every_point():
     sampler = TrajectorySampler(trajectory=traj, start_time=5.0, start_positions=np.zeros(2))
     for p in traj.points:
         np.testing.assert_allclose(sampler.sample(5.0 + p.time_from_start)[0], p.positions, atol=1e-12)
+
+
+# -- build_lookahead ---------------------------------------------------------------------------------
+
+
+def test_lookahead_is_stamped_one_step_before_its_first_row_with_central_velocities():
+    rows = np.array([[0.0, 1.0], [0.1, 1.0], [0.3, 1.0], [0.4, 1.0]])
+    traj = build_lookahead(NAMES, rows, 0.1, start_time=100.0, previous=np.array([0.0, 1.0]))
+    assert traj.stamp == pytest.approx(99.9)
+    assert [p.time_from_start for p in traj.points] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose([p.velocities[0] for p in traj.points], [0.5, 1.5, 1.5, 0.0])  # last: 0
+    np.testing.assert_array_equal(traj.points[-1].velocities, [0.0, 0.0])
+
+
+def test_lookahead_near_the_clock_start_keeps_a_positive_stamp():
+    traj = build_lookahead(NAMES, np.zeros((2, 2)), 0.1, start_time=0.05, previous=np.zeros(2))
+    assert traj.stamp == pytest.approx(0.025)
+    assert traj.stamp + traj.points[0].time_from_start == pytest.approx(0.05)
+
+
+def test_lookahead_rejects_bad_shapes_and_a_relative_start():
+    with pytest.raises(TrajectoryError, match="positions"):
+        build_lookahead(NAMES, np.zeros((0, 2)), 0.1, start_time=1.0, previous=np.zeros(2))
+    with pytest.raises(TrajectoryError, match="absolute"):
+        build_lookahead(NAMES, np.zeros((2, 2)), 0.1, start_time=0.0, previous=np.zeros(2))
+
+
+def test_lookahead_spline_speed_exceeds_the_steps_by_at_most_a_quarter_of_their_speed_change():
+    """The bound the safety filter's margin relies on: between two rows the cubic's speed stays within
+    max(|finite-difference speed|) + max(|change of finite-difference speed|) / 4."""
+    rng = np.random.default_rng(3)
+    dt = 0.05
+    for _ in range(50):
+        speeds = np.cumsum(rng.uniform(-1, 1, size=(12, 1)), axis=0)  # speed changes of at most 1 per step
+        rows = np.cumsum(speeds * dt, axis=0)
+        traj = build_lookahead(("j",), rows, dt, start_time=10.0, previous=rows[0] - speeds[0] * dt)
+        sampler = TrajectorySampler(traj, start_time=traj.stamp, start_positions=rows[0])
+        times = np.linspace(traj.stamp + dt, traj.stamp + traj.duration - dt, 2000)  # the last segment stops
+        fine = np.array([sampler.sample(t)[1][0] for t in times])
+        assert np.abs(fine).max() <= np.abs(speeds).max() + 1.0 / 4 + 1e-9

@@ -21,10 +21,11 @@ import numpy as np
 from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.chunks import ChunkPrefix
 from vla_ros.core.embodiment import EmbodimentConfig
+from vla_ros.core.errors import ConfigError
 from vla_ros.core.features import PolicyFeatures, PolicyObservation, RobotObservation
 from vla_ros.core.safety import SafetyConfig, SafetyFilter, SafetyReport
 from vla_ros.core.scheduler import ChunkReceipt, ChunkScheduler, MergeStrategy, SchedulerConfig
-from vla_ros.core.trajectory import JointTrajectory, build_trajectory
+from vla_ros.core.trajectory import JointTrajectory, build_lookahead, build_trajectory
 
 # Real-time chunking freezes the steps that execute while a chunk is computed; it plans for the slowest of the
 # last few chunks, since freezing a step too many costs little and a step too few leaves a seam.
@@ -50,6 +51,15 @@ class Command:
     trajectory: JointTrajectory  # ready for a joint_trajectory_controller
     report: SafetyReport
     send: bool  # False in dry-run: publish to a preview only
+    # With PipelineConfig.lookahead_steps: the safe continuation through the next queued steps, stamped with
+    # absolute time and ending at rest (docs/ros2-control.md); what a real joint_trajectory_controller gets.
+    lookahead: JointTrajectory | None = None
+
+    @property
+    def stream_trajectory(self) -> JointTrajectory:
+        """What a joint_trajectory_controller gets: the lookahead where there is one, else the one-point trajectory
+        stamped 0 (start at the controller's next update)."""
+        return self.trajectory if self.lookahead is None else self.lookahead
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,15 @@ class PipelineConfig:
     merge: MergeStrategy = MergeStrategy.BLEND
     refill_threshold_steps: int | None = None  # None: half a chunk, LeRobot's async default
     dry_run: bool = False
+    # Queued steps streamed ahead of each tick as one stamped trajectory (None: one point per tick, stamped 0).
+    lookahead_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        steps = self.lookahead_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ConfigError(
+                f"lookahead_steps must be an integer >= 1 or None (off), got {steps!r}", key="lookahead_steps"
+            )
 
 
 class ActionPipeline:
@@ -92,12 +111,13 @@ class ActionPipeline:
             scheduler_config = replace(scheduler_config, merge=MergeStrategy.REPLACE)
         self.scheduler = ChunkScheduler(scheduler_config)
         safety = embodiment.safety
+        self.lookahead_steps = config.lookahead_steps
         self.safety = SafetyFilter(
             SafetyConfig(
                 joint_names=embodiment.joint_names,
                 lower=embodiment.lower_limits,
                 upper=embodiment.upper_limits,
-                max_velocity=embodiment.velocity_limits,
+                max_velocity=_filter_velocity_limits(embodiment, lookahead=config.lookahead_steps is not None),
                 max_acceleration=embodiment.acceleration_limits,
                 control_period_s=embodiment.control_period_s,
                 max_tracking_error=embodiment.tracking_error_limits,
@@ -106,6 +126,7 @@ class ActionPipeline:
             )
         )
         self._chunk_pending = False
+        self._sent: tuple[float, np.ndarray] | None = None  # the last lookahead: (time of row 0, rows (M, n))
         # Controller-clock time from request to arrival of recent chunks (s), for the RTC inference delay.
         self._latencies_s: deque[float] = deque(maxlen=LATENCY_WINDOW_CHUNKS)
         self.last_chunk: tuple[float, np.ndarray] | None = None  # (observation stamp, (H, n) joint targets)
@@ -125,6 +146,7 @@ class ActionPipeline:
         self.scheduler.clear()
         self.safety.reset(measured)
         self._chunk_pending = False
+        self._sent = None
 
     def needs_chunk(self, now: float) -> bool:
         """True when the queue runs low and no chunk is already being computed."""
@@ -194,7 +216,10 @@ class ActionPipeline:
 
         `hold`: come to a stop whatever is queued, leaving the queue as it is (a synchronous loop waiting
         for its chunk); the safety filter brakes within the limits and reports a no_action_hold.
+        With `lookahead_steps`, see `_step_lookahead`.
         """
+        if self.lookahead_steps is not None:
+            return self._step_lookahead(now, measured=measured, observation_stamp=observation_stamp, hold=hold)
         previous = self.safety.last_command
         target = None if hold else self.scheduler.pop_command(now)
         positions, report = self.safety.filter(target, measured=measured, observation_age_s=now - observation_stamp)
@@ -207,3 +232,120 @@ class ActionPipeline:
             report=report,
             send=not report.dry_run,
         )
+
+    def _step_lookahead(self, now: float, *, measured: np.ndarray, observation_stamp: float, hold: bool) -> Command:
+        """`step` with a lookahead: the command and its filtered continuation through the queued plan.
+
+        The lookahead keeps its own timeline, one point every period from the first tick on, so that the
+        points of consecutive lookaheads fall on the same times whatever the jitter of the ticks and the
+        phase of the queued steps; each point is the plan (`ChunkScheduler.plan_at`) at its time. A tick that
+        comes late (the ticks in between never ran) first moves the filter to where the last lookahead has
+        taken the controller meanwhile.
+        """
+        period = self.embodiment.control_period_s
+        step_time = self._next_stream_time(now)
+        previous, previous_velocity = self.safety.last_command, self.safety.last_velocity
+        queued_times, _ = self.scheduler.queued(now)
+        times = step_time + np.arange(self.lookahead_steps) * period
+        # Points up to half a period beyond the last queued step; the queue's own tick tolerance does not
+        # apply: the plan is sampled at the stream's times, not at the ticks'.
+        count = (
+            0
+            if hold or len(queued_times) == 0
+            else int(np.searchsorted(times, queued_times[-1] + 0.5 * period, side="right"))
+        )
+        plan = self.scheduler.plan_at(times[:count], now) if count else None
+        self.scheduler.pop_command(now)  # drains the queue and keeps its counters
+        target, ahead = (None, np.empty((0, len(previous)))) if plan is None else (plan[0], plan[1:])
+        age = now - observation_stamp
+        positions, report = self.safety.filter(target, measured=measured, observation_age_s=age)
+        rows = self.safety.preview(ahead, measured=measured, observation_age_s=age + period)
+        return Command(
+            positions=positions,
+            velocities=(positions - previous) / period,
+            trajectory=build_trajectory(self.embodiment.joint_names, positions, period),
+            report=report,
+            send=not report.dry_run,
+            lookahead=self._lookahead(step_time - period, np.vstack([previous, positions, rows]), previous_velocity),
+        )
+
+    def hold_command(self, now: float, *, measured: np.ndarray) -> Command | None:
+        """The command to send when commanding stops (deactivate, pause, shutdown): its lookahead brings the arm to
+        rest from where the last one has taken it by `now`, within the limits, so that the controller does not
+        coast through the rest of the last lookahead. None before the first step or without `lookahead_steps`."""
+        hold = self.hold_trajectory(now, measured=measured)
+        if hold is None:
+            return None
+        rest = hold.points[-1].positions
+        report = SafetyReport(interventions=("no_action_hold",), held=True, dry_run=self.safety.config.dry_run)
+        return Command(
+            positions=rest,
+            velocities=np.zeros_like(rest),
+            trajectory=build_trajectory(self.embodiment.joint_names, rest, self.embodiment.control_period_s),
+            report=report,
+            send=not report.dry_run,
+            lookahead=hold,
+        )
+
+    def hold_trajectory(self, now: float, *, measured: np.ndarray) -> JointTrajectory | None:
+        """A lookahead that brings the arm to rest from where the last one has taken it by `now`, within the
+        limits: what to send when commanding stops (deactivate, pause, shutdown), so that the controller does not
+        coast through the rest of the last lookahead. None before the first step or without `lookahead_steps`."""
+        if self.lookahead_steps is None or self._sent is None:
+            return None
+        step_time = self._next_stream_time(now)
+        previous, previous_velocity = self.safety.last_command, self.safety.last_velocity
+        rows = self.safety.preview(np.empty((0, len(previous))), measured=measured, observation_age_s=0.0)
+        self.safety.resume_from(rows[-1], np.zeros_like(previous))
+        return self._lookahead(
+            step_time - self.embodiment.control_period_s, np.vstack([previous, rows]), previous_velocity
+        )
+
+    def _next_stream_time(self, now: float) -> float:
+        """The lookahead time of this tick's command: the stream time nearest `now` after the last one (`now` for
+        the first). Moves the filter to the last lookahead's point just before it, where ticks were missed."""
+        if self._sent is None:
+            return now
+        period = self.embodiment.control_period_s
+        row0_time, rows = self._sent
+        steps = max(1, round((now - row0_time) / period) - 1)  # rows[1] was the last tick's command
+        if steps > 1:
+            if steps >= len(rows) - 1:
+                self.safety.resume_from(rows[-1], np.zeros_like(rows[-1]))  # the lookahead ran out: at rest
+            else:
+                velocity = (rows[steps] - rows[steps - 1]) / period
+                self.safety.resume_from(rows[steps], velocity, target=rows[steps])
+        return row0_time + (steps + 1) * period
+
+    def _lookahead(self, start: float, rows: np.ndarray, first_velocity: np.ndarray) -> JointTrajectory:
+        """The lookahead through `rows` (M, n) from `start`; row 0 is the command already sent, moving at
+        `first_velocity`. Starting one step back keeps the first point in the past when the message arrives, even
+        from a tick that runs early: the controller never interpolates towards it from its own state."""
+        period = self.embodiment.control_period_s
+        self._sent = (start, rows)
+        return build_lookahead(
+            self.embodiment.joint_names, rows, period, start_time=start, previous=rows[0] - first_velocity * period
+        )
+
+
+def _filter_velocity_limits(embodiment: EmbodimentConfig, *, lookahead: bool) -> np.ndarray:
+    """The velocity limits the safety filter enforces on its steps.
+
+    A lookahead is followed on a cubic spline, whose speed between two steps exceeds the steps' own by up to
+    max_acceleration * period / 4 (`build_lookahead`): the filter keeps that much below the robot's limit so the
+    controller's output stays within it.
+    """
+    limits = embodiment.velocity_limits
+    if not lookahead:
+        return limits
+    reduced = limits - embodiment.acceleration_limits * embodiment.control_period_s / 4.0
+    too_low = reduced <= 0.5 * limits
+    if too_low.any():
+        joints = [embodiment.joint_names[i] for i in np.nonzero(too_low)[0]]
+        raise ConfigError(
+            f"joints {joints}: acceleration_limit * control period / 4 takes more than half of velocity_limit, "
+            "so a lookahead could not keep within it; lower acceleration_limit or raise control_rate_hz",
+            source=embodiment.source,
+            key="joints",
+        )
+    return reduced

@@ -142,6 +142,15 @@ class PolicyRunner:
             reason = "paused" if self.paused else self._hold_reason(command, now)
             return self._hold(command, reason)
 
+    def hold_command(self, now: float) -> Command | None:
+        """The command that brings the arm to rest within the limits when commanding stops (`ActionPipeline.
+        hold_command`); None before the first command, without a lookahead, or without a joint state."""
+        with self._lock:
+            measured, _ = self.assembler.measured_positions(now)
+            if measured is None or not self._started:
+                return None
+            return self.pipeline.hold_command(now, measured=measured)
+
     def _hold(self, command: Command | None, reason: str) -> TickResult:
         self.last_hold_reason = reason
         return TickResult(command=command, hold_reason=reason)

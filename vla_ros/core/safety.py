@@ -331,6 +331,48 @@ class SafetyFilter:
             self._counters[name] += 1
         return clipped.copy(), SafetyReport(interventions=names, held=held, dry_run=cfg.dry_run)
 
+    def resume_from(self, command: np.ndarray, velocity: np.ndarray, *, target: np.ndarray | None = None) -> None:
+        """Continue from `command` (D,) moving at `velocity` (D,): the state the controller reached by executing
+        a lookahead this filter planned (`preview`) while no tick came. `target` (D,) is the target that step
+        followed (its own velocity shapes the approach, see the class docstring); None, as after a hold: the
+        next target counts as a jump. Raises `SafetyError` before `reset`, for a wrong shape or for NaN/inf."""
+        if self._command is None:
+            raise SafetyError("SafetyFilter.resume_from called before reset(measured): the start position is unknown")
+        position, speed = self._vector("command", command), self._vector("velocity", velocity)
+        if not (np.all(np.isfinite(position)) and np.all(np.isfinite(speed))):
+            raise SafetyError(f"resume_from needs finite values, got {position.tolist()} at {speed.tolist()}")
+        self._command, self._velocity = position, speed
+        self._target = None if target is None else self._vector("target", target)
+
+    def preview(
+        self, targets: np.ndarray, *, measured: np.ndarray, observation_age_s: float, max_steps: int = 10_000
+    ) -> np.ndarray:
+        """The commands `filter` would give for `targets` (K, D), one per period from the next step on, followed
+        by a hold until every joint is at rest: (K + B, D), the last row at rest (its velocity is zero).
+
+        Step k sees the observation `k` periods older than `observation_age_s` (no new observation arrives),
+        so a lookahead ends in the hold the filter itself would command. Every row respects the filter's
+        position, velocity and acceleration limits, like any sequence of `filter` calls. The filter's state and
+        counters are left as they were. Raises `SafetyError` like `filter`, or when the joints are still moving
+        after `max_steps` braking steps.
+        """
+        saved = (self._command, self._velocity, self._target, dict(self._counters))
+        period = self.config.control_period_s
+        rows = []
+        try:
+            for k, target in enumerate(np.asarray(targets, dtype=np.float64).reshape(-1, len(self.config.joint_names))):
+                rows.append(self.filter(target, measured=measured, observation_age_s=observation_age_s + k * period)[0])
+            for _ in range(max_steps):
+                if rows and not np.any(self._velocity):
+                    break
+                rows.append(self.filter(None, measured=measured, observation_age_s=observation_age_s)[0])
+            else:
+                raise SafetyError(f"preview: joints still moving after {max_steps} braking steps")
+        finally:
+            self._command, self._velocity, self._target, counters = saved
+            self._counters.update(counters)
+        return np.array(rows)
+
     def _vector(self, name: str, value: object) -> np.ndarray:
         try:
             array = np.array(value, dtype=np.float64)  # a copy: inputs are never modified or aliased

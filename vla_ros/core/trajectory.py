@@ -119,6 +119,44 @@ def build_trajectory(
     return JointTrajectory(joint_names=tuple(joint_names), points=points, stamp=stamp)
 
 
+def build_lookahead(
+    joint_names: tuple[str, ...] | list[str],
+    positions: np.ndarray,
+    dt: float,
+    *,
+    start_time: float,
+    previous: np.ndarray,
+) -> JointTrajectory:
+    """A stamped lookahead: `positions` (M, D), row k meant for absolute time `start_time + k * dt`.
+
+    `previous` (D,) is the position one step before row 0 (the last command sent). Velocities are central
+    differences (row 0 uses `previous`), the last one zero, so JTC follows one C1 cubic spline through the rows
+    (Catmull-Rom) and stops at the end, as Jazzy's default `allow_nonzero_velocity_at_trajectory_end: false`
+    requires. The stamp is `start_time - dt` with row k at time_from_start (k + 1) * dt: row 0 at its own
+    time, so the message's arrival time does not matter, and consecutive lookaheads of one plan agree. Where
+    `start_time - dt` is not > 0 (a simulated clock just started) the stamp is `start_time / 2`.
+
+    Between two rows the spline's speed exceeds the larger of the rows' finite-difference speeds by at most
+    a quarter of the change in finite-difference speed (`max_acceleration * dt / 4` for filtered rows).
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    previous = np.asarray(previous, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[0] < 1 or previous.shape != positions.shape[1:]:
+        raise TrajectoryError(
+            f"a lookahead needs positions (M, D) with M >= 1 and previous (D,), got {positions.shape} and "
+            f"{previous.shape}"
+        )
+    if not (math.isfinite(start_time) and start_time > 0):
+        raise TrajectoryError(f"a lookahead's start_time must be an absolute time > 0 s, got {start_time}")
+    padded = np.vstack([previous, positions, positions[-1:]])
+    velocities = (padded[2:] - padded[:-2]) / (2.0 * dt)
+    velocities[-1] = 0.0
+    stamp = start_time - dt if start_time - dt > 0 else start_time / 2
+    return build_trajectory(
+        joint_names, positions, dt, start_offset=start_time - stamp, velocities=velocities, stamp=stamp
+    )
+
+
 @dataclass
 class TrajectorySampler:
     """Follows one trajectory the way JTC does, from the state the arm was in when it arrived.

@@ -45,6 +45,8 @@ PARAMETERS = {
     "inference_threads": (-1, "CPU threads of the model's operations; -1: chosen from the model's size and the "
                               "cores (the log says what and why)"),
     "refill_threshold_steps": (-1, "ask for a new chunk when this many steps remain; -1: half a chunk"),
+    "lookahead_steps": (10, "queued steps sent ahead in each joint_trajectory message, stamped with absolute time "
+                            "and ending at rest (docs/ros2-control.md); -1: one point per tick, stamped 0"),
     "status_rate_hz": (2.0, "rate of ~/status and /diagnostics"),
     "success_topic": ("", "std_msgs/Bool topic saying the task succeeded (sim: /mujoco_robot/task_success); "
                           "ends ~/execute goals with success. Empty: goals end on timeout or cancel only"),
@@ -111,8 +113,10 @@ class PolicyNodeCore:
             if policy.metadata.threads is not None:
                 self.logger.info(f"inference threads: {policy.metadata.threads} ({policy.metadata.threads_reason})")
         threshold = p["refill_threshold_steps"]
+        lookahead = p["lookahead_steps"]
         config = PipelineConfig(merge=MergeStrategy(p["merge"]), dry_run=p["dry_run"],
-                                refill_threshold_steps=None if threshold < 0 else threshold)
+                                refill_threshold_steps=None if threshold < 0 else threshold,
+                                lookahead_steps=None if lookahead == -1 else lookahead)
         self.runner = PolicyRunner(self.embodiment, policy, pipeline_config=config, instruction=p["instruction"])
         node, msg = self.node, self.msg
         self._outputs = [(self._sender(output), [self.embodiment.joint_names.index(n) for n in output.joints])
@@ -150,15 +154,30 @@ class PolicyNodeCore:
                          + (" (dry run: commands go to ~/preview only)" if self.parameters["dry_run"] else ""))
 
     def deactivate(self) -> None:
+        self.send_hold()
         self._stop_commanding()
         self.runner.pause()  # clears the queue; the controllers hold the last command they received
         self.logger.info("inactive: the arm holds its last command")
 
     def cleanup(self) -> None:
+        if self.active:
+            self.send_hold()
         self._stop_commanding()
         if self.runner is not None:
             self.runner.close()
             self.runner = None
+
+    def send_hold(self) -> None:
+        """Bring the arm to rest within the limits now, rather than let the controller finish the last lookahead:
+        commanding stops (deactivate, cleanup, shutdown). Nothing is sent in a dry run or before the first command."""
+        if self.runner is None or self.parameters.get("dry_run"):
+            return
+        clock_now = self.node.get_clock().now()
+        command = self.runner.hold_command(clock_now.nanoseconds * 1e-9)
+        if command is not None:
+            stamp = clock_now.to_msg()
+            for send, index in self._outputs:
+                send(command, index, stamp)
 
     def _stop_commanding(self) -> None:
         for kind, entity in self._active_entities:
@@ -267,9 +286,9 @@ class PolicyNodeCore:
             publisher = node.create_publisher(msg.JointTrajectory, output.name, qos)
 
             def send(command: Command, index: list, stamp) -> None:
-                # header.stamp 0: start at the controller's next update (a streaming command is never in the past).
-                publisher.publish(trajectory_to_msg(command.trajectory, msg.JointTrajectory, msg.JointTrajectoryPoint,
-                                                    joint_names=output.wire_joint_names, joint_indices=index))
+                publisher.publish(trajectory_to_msg(command.stream_trajectory, msg.JointTrajectory,
+                                                    msg.JointTrajectoryPoint, joint_names=output.wire_joint_names,
+                                                    joint_indices=index))
         elif interface is CommandInterface.FORWARD_POSITION:
             publisher = node.create_publisher(msg.Float64MultiArray, output.name, qos)
 

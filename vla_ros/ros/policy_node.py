@@ -91,7 +91,7 @@ class PolicyNode(LifecycleNode):
             def send(command: Command, index: list, stamp) -> None:
                 if client.server_is_ready():  # a new goal preempts the running one
                     client.send_goal_async(FollowJointTrajectory.Goal(trajectory=trajectory_to_msg(
-                        command.trajectory, JointTrajectory, JointTrajectoryPoint,
+                        command.stream_trajectory, JointTrajectory, JointTrajectoryPoint,
                         joint_names=output.wire_joint_names, joint_indices=index)))
             return send
         if interface in (CommandInterface.GRIPPER_COMMAND, CommandInterface.PARALLEL_GRIPPER_COMMAND):
