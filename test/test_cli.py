@@ -119,3 +119,25 @@ def test_demo_loop_holds_while_the_policy_fails_and_recovers():
     assert sum(log.policy_errors.values()) == 5 and log.success
     held = np.array(log.commanded[:5])
     np.testing.assert_allclose(held, np.broadcast_to(held[0], held.shape), atol=1e-9)  # no chunk yet: no motion
+
+
+def test_demo_report_names_each_episode_its_video_and_where_it_wrote(tmp_path, capsys):
+    imageio = pytest.importorskip("imageio.v2")
+    out = tmp_path / "results.json"
+    assert main(["demo", "--policy", "expert", "--robot", "so101", "--episodes", "2", "--seed", "5",
+                 "--video-episodes", "1", "--json", str(out), "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    first = results["episodes"][0]
+    assert f"episode 1/2 (seed 5) {first['instruction']}: success in {first['duration_s']:.1f} s" in stdout
+    assert f"video  {results['video']}  (episodes 1-1 of 2; --video-episodes 2 films them all)" in stdout
+    assert f"plot   {results['plot']}  (joints of episode 1, seed 5" in stdout
+    assert f"json   {out.resolve()}" in stdout
+    assert results["video_seeds"] == [5] and results["video"].startswith(str(tmp_path))
+    frames = imageio.mimread(results["video"], memtest=False)
+    # every tick of the filmed episode, then its outcome held for a second (30 Hz)
+    assert len(frames) == first["steps"] + 30
+    caption, scene = frames[-1][:48], frames[-1][48:]
+    assert caption.mean() < 60 < scene.mean()  # the caption sits on its own dark bar, above the cameras
+    green = caption[..., 1].astype(int) - caption[..., 0].astype(int)
+    assert (green > 100).sum() > 50  # "SUCCESS ..." in green

@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> dict:
         if filmed:
             video.end_episode(log)
         episodes.append(log)
+        progress.write(_episode_line(log, index, args.episodes), file=sys.stdout)
         progress.update(1)
         progress.set_postfix(success=f"{sum(e.success for e in episodes)}/{len(episodes)}")
     progress.close()
@@ -223,6 +224,13 @@ def main(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"  json   {args.json.resolve()}")
     return 0
+
+
+def _episode_line(log: EpisodeLog, index: int, total: int) -> str:
+    """One line per episode: what it was asked, what happened, how long the policy took."""
+    outcome = f"success in {log.duration_s:.1f} s" if log.success else f"failed (not done in {log.duration_s:.1f} s)"
+    latency = f", chunk latency p50 {np.percentile(log.policy_ms, 50):.0f} ms" if log.policy_ms else ""
+    return f"episode {index + 1}/{total} (seed {log.seed}) {log.instruction}: {outcome}{latency}"
 
 
 def _write_video(frames: list[np.ndarray], stem: Path, *, fps: float) -> Path:
