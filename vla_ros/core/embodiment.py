@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,9 @@ class EmbodimentConfig:
     ros: RosSpec = RosSpec()
     description: str = ""
     source: str = "<inline>"  # the file it came from, for error messages
+    # `policy_servers:` as written: how this robot talks to GR00T and OpenVLA servers (their modality keys, the
+    # end-effector mapping). Checked by vla_ros.policies.remote when such a server is used; core reads none of it.
+    policy_servers: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     # Derived per-joint arrays, in joint order: the adapter and safety filter work on these.
     @property
@@ -281,7 +284,8 @@ def load_embodiment(robot: str | os.PathLike) -> EmbodimentConfig:
 def embodiment_from_dict(data: Any, *, source: str = "<inline>") -> EmbodimentConfig:
     """Build an EmbodimentConfig from parsed YAML, naming the file, key and value of anything wrong."""
     top = _Section(data, source, "")
-    top.reject_unknown(("robot", "description", "control_rate_hz", "joints", "cameras", "grippers", "safety", "ros"))
+    top.reject_unknown(("robot", "description", "control_rate_hz", "joints", "cameras", "grippers", "safety", "ros",
+                        "policy_servers"))
     joints = tuple(_joint(section) for section in top.list("joints"))
     return EmbodimentConfig(
         robot=top.get("robot", str),
@@ -293,6 +297,7 @@ def embodiment_from_dict(data: Any, *, source: str = "<inline>") -> EmbodimentCo
         safety=_safety(top.section("safety")) if "safety" in top.data else SafetySpec(),
         ros=_ros(top.section("ros"), tuple(j.name for j in joints)) if "ros" in top.data else RosSpec(),
         source=source,
+        policy_servers=top.section("policy_servers").data if "policy_servers" in top.data else {},
     )
 
 

@@ -5,6 +5,7 @@ A spec is one of:
 - a checkpoint directory: its `config.json` says which backend loads it (LeRobot's `type`, transformers'
   `model_type`);
 - `ws://host:port` or `wss://host:port`: a remote policy server speaking openpi's websocket protocol;
+- `gr00t://host:port`: an Isaac-GR00T policy server (ZMQ); `openvla+http://host:port`: an OpenVLA(-OFT) server;
 - `expert`: the simulator's scripted expert (ground truth, simulation only, not a VLA).
 """
 
@@ -38,6 +39,11 @@ CHECKPOINT_LOADERS = {
     "pi05": "vla_ros.policies.pi05:load_policy",
 }
 REMOTE_LOADER = "vla_ros.policies.remote:connect_policy"
+# Spec prefix -> loader of other policy-server protocols (vla_ros.policies.remote).
+SERVER_LOADERS = {
+    "gr00t://": "vla_ros.policies.remote.gr00t_client:connect_gr00t",
+    "openvla+http://": "vla_ros.policies.remote.openvla_client:connect_openvla",
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ def make_policy(
         return ExpertPolicy(world, embodiment)
     if spec.startswith(("ws://", "wss://")):
         return _call(REMOTE_LOADER, spec, embodiment=embodiment, options=options)
+    for prefix, loader in SERVER_LOADERS.items():
+        if spec.startswith(prefix):
+            return _call(loader, spec, embodiment=embodiment, options=options)
     if spec == "builtin":
         if not (BUILTIN_CHECKPOINT / "config.json").is_file():
             raise ConfigError(f"the built-in policy's checkpoint is missing from {BUILTIN_CHECKPOINT}: reinstall "
@@ -82,7 +91,8 @@ def make_policy(
     if "/" in spec or spec.startswith("."):
         raise ConfigError(f"policy '{spec}': no such checkpoint directory (weights are never downloaded: give a "
                           "local directory, or download it beforehand with `hf download <repo id> --local-dir <dir>`)")
-    raise ConfigError(f"unknown policy '{spec}': give builtin, expert, a checkpoint directory or ws://host:port."
+    raise ConfigError(f"unknown policy '{spec}': give builtin, expert, a checkpoint directory, ws://host:port, "
+                      "gr00t://host:port or openvla+http://host:port."
                       + did_you_mean(spec, NAMED_POLICIES))
 
 

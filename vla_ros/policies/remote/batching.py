@@ -13,8 +13,10 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +47,7 @@ class _Request:
     observation: PolicyObservation
     future: Future
     received: float = field(default_factory=time.perf_counter)
+    call: Callable[[], Any] | None = None  # instead of an inference: run this between batches
 
 
 def can_batch(policy: Policy) -> bool:
@@ -83,6 +86,12 @@ class InferenceBatcher:
         self._queue.put(_Request(observation, future))
         return future
 
+    def call(self, function) -> Future:
+        """Run `function()` in the model's worker, between batches (e.g. reseeding the policy)."""
+        future: Future = Future()
+        self._queue.put(_Request({}, future, call=function))
+        return future
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Finish the batch in progress, fail the queued requests, stop the worker."""
         self._queue.put(None)
@@ -118,11 +127,26 @@ class InferenceBatcher:
                     batch.append(request)
             groups: dict[tuple, list[_Request]] = {}
             for request in batch:
+                if request.call is not None:  # the requests before it run first
+                    for group in groups.values():
+                        self._infer(group)
+                    groups = {}
+                    self._run_call(request)
+                    continue
                 groups.setdefault(input_signature(request.observation), []).append(request)
             for group in groups.values():
                 self._infer(group)
             if stop:
                 return
+
+    @staticmethod
+    def _run_call(request: _Request) -> None:
+        if not request.future.set_running_or_notify_cancel():
+            return
+        try:
+            request.future.set_result(request.call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            request.future.set_exception(exc)
 
     def _infer(self, group: list[_Request]) -> None:
         group = [request for request in group if request.future.set_running_or_notify_cancel()]
