@@ -1,4 +1,6 @@
-"""The pi0 backend on a tiny random PI0 checkpoint built and saved here (no download, no network)."""
+"""The pi0 backends: transformers' format on a tiny random PI0 checkpoint built and saved here (no download, no
+network); LeRobot's format against LeRobot's own actions (fixtures made by each LeRobot release, see
+test/pi_lerobot_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # any attempt to reach the Hub fails instead of downloading
 pytest.importorskip("torch", reason="the pi0 backend needs torch")
 pytest.importorskip("transformers", minversion="5.4", reason="the pi0 backend needs transformers>=5.4")
+
+import pi_lerobot_fixtures as fixtures  # noqa: E402
 
 from vla_ros.core.adapter import EmbodimentAdapter  # noqa: E402
 from vla_ros.core.embodiment import CameraSpec, load_embodiment  # noqa: E402
@@ -157,13 +161,34 @@ def test_weights_that_do_not_fit_the_config_are_refused(checkpoint, tmp_path, so
         make_policy(str(target), embodiment=so101)
 
 
-def test_pi05_and_lerobot_checkpoints_are_refused_with_what_to_do(tmp_path, so101):
-    (tmp_path / "config.json").write_text('{"type": "pi05"}')
-    with pytest.raises(ConfigError, match="pi0.5.*ws://"):
+def test_lerobot_format_checkpoints_go_to_the_lerobot_backend(tmp_path, so101):
+    """`"type": "pi0"` without a vlm_config is LeRobot's layout: read by vla_ros.policies.pi05, which names its key."""
+    (tmp_path / "config.json").write_text('{"type": "pi0", "use_relative_actions": false, "paligemma_variant": "x"}')
+    with pytest.raises(ConfigError, match="key 'paligemma_variant'.*'x' is not one of gemma_300m, gemma_2b"):
         make_policy(str(tmp_path), embodiment=so101)
-    (tmp_path / "config.json").write_text('{"type": "pi0", "input_features": {}}')
-    with pytest.raises(ConfigError, match="LeRobot-format.*model_type 'pi0'"):
-        make_policy(str(tmp_path), embodiment=so101)
+
+
+LEROBOT_FIXTURES = fixtures.fixture_dirs("pi0")
+LEROBOT_CASES = [(d, case) for d in LEROBOT_FIXTURES for case in fixtures.read_cases(d)["cases"]]
+
+
+def test_there_is_a_lerobot_fixture_per_release_that_runs_pi0():
+    assert {fixtures.release(directory) for directory in LEROBOT_FIXTURES} >= {"0.6.1"}
+
+
+@pytest.mark.parametrize(("directory", "case"), LEROBOT_CASES, ids=[f"{d.name}-{c}" for d, c in LEROBOT_CASES])
+def test_lerobot_checkpoint_actions_equal_lerobots(directory, case, monkeypatch, tmp_path):
+    fixtures.tiny_sizes(monkeypatch, directory)
+    assert fixtures.max_difference(directory, case, tmp_path) <= fixtures.TOLERANCE
+
+
+def test_lerobot_checkpoint_loads_through_the_factory(monkeypatch, so101):
+    directory = LEROBOT_FIXTURES[-1]
+    fixtures.tiny_sizes(monkeypatch, directory)
+    policy = make_policy(str(directory / "checkpoint"), embodiment=so101)
+    check_policy(policy, so101)
+    assert policy.metadata.name == "pi0" and "LeRobot's format" in policy.metadata.description
+    assert policy.metadata.normalization == {STATE: "MEAN_STD", "action": "MEAN_STD"}
 
 
 def test_too_old_transformers_names_the_version_to_install(checkpoint, so101, monkeypatch):

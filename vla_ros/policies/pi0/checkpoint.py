@@ -55,20 +55,12 @@ def read_json(path: Path) -> dict:
 
 
 def check_transformers_format(path: Path, config: dict) -> None:
-    """Refuse LeRobot-format and pi0.5 checkpoints with what to do instead."""
-    source = str(path / "config.json")
-    kind = config.get("type") or config.get("model_type")
-    if kind == "pi05":
-        raise ConfigError(
-            "pi0.5 checkpoints cannot run in-process: transformers has PI0 classes but none for pi0.5. Serve the "
-            "checkpoint with LeRobot or openpi's policy server and give vla_ros its address (ws://host:8000)",
-            source=source, key="type")
+    """Refuse what is not a transformers-format pi0 checkpoint (LeRobot's format loads in vla_ros.policies.pi05)."""
     if config.get("model_type") != "pi0" or "vlm_config" not in config:
         raise ConfigError(
-            "this is a LeRobot-format pi0 checkpoint; the pi0 backend loads transformers-format ones (model_type "
-            "'pi0', saved with PI0ForConditionalGeneration.save_pretrained and PI0Processor.save_pretrained). Serve "
-            "it with LeRobot or openpi's policy server and give vla_ros its address (ws://host:8000)",
-            source=source, key="model_type")
+            "not a transformers-format pi0 checkpoint (model_type 'pi0' with a vlm_config, saved with "
+            "PI0ForConditionalGeneration.save_pretrained and PI0Processor.save_pretrained)",
+            source=str(path / "config.json"), key="model_type")
 
 
 def camera_keys_of(path: Path, config: dict) -> tuple[str, ...]:
