@@ -55,3 +55,14 @@ def test_actions_need_rclpy_and_the_pip_only_node_says_so(capsys, tmp_path):
     assert main(["run", "--backend", "dds", "--domain-id", "68", "--robot", "panda", "--policy", "builtin"]) == 2
     err = capsys.readouterr().err
     assert "/panda_gripper/gripper_action is a gripper_command action, and actions need rclpy" in err
+
+
+def test_the_policy_node_takes_and_logs_its_inference_threads(capsys, caplog):
+    pytest.importorskip("cyclonedds", reason="needs the cyclonedds wheel (pip install -e '.[dds]')")
+    pytest.importorskip("rosbags", reason="needs rosbags (pip install -e '.[dds]')")
+    pytest.importorskip("transformers", reason="needs the policies extra")
+    assert main(["run", "--backend", "dds", "--domain-id", "152", "--param", "inference_threads:=0"]) == 2
+    assert "inference threads must be 1 or more, got 0" in capsys.readouterr().err
+    with caplog.at_level("INFO"):
+        assert main(["run", "--backend", "dds", "--domain-id", "152", "--threads", "1", "--duration", "0.2"]) == 0
+    assert "inference threads: 1 (as asked" in caplog.text

@@ -148,8 +148,8 @@ def plan_threads(
     if requested is not None:
         if requested < 1:
             raise ConfigError(
-                f"inference threads must be 1 or more, got {requested}: give a number of threads, "
-                "or leave it out to have it chosen from the model's size and the cores available"
+                f"inference threads must be 1 or more, got {requested}: give a number of threads, or leave it "
+                "out (node parameter inference_threads: -1) to have it chosen from the model's size and the cores"
             )
         return ThreadPlan(requested, f"as asked; {cpus} cores available")
     if environment.get(THREADS_ENV, "").strip().isdigit() and int(environment[THREADS_ENV]) >= 1:
