@@ -39,6 +39,8 @@ def scene_colors(colors_text: str, targets_text: str | None) -> tuple[tuple[str,
     missing = [target for target in targets if target not in colors]
     if not targets or missing:
         shown = ", ".join(missing) if missing else "no colour"
-        raise ConfigError(f"--targets names {shown}, but the scene has only {', '.join(colors)} cubes (--colors): "
-                          f"add it to --colors, e.g. --colors {','.join(colors + tuple(missing))}")
+        raise ConfigError(
+            f"--targets names {shown}, but the scene has only {', '.join(colors)} cubes (--colors): "
+            f"add it to --colors, e.g. --colors {','.join(colors + tuple(missing))}"
+        )
     return colors, targets

@@ -62,8 +62,11 @@ class LoopSettings:
 
     def describe(self) -> dict:
         """The latency model, for results files."""
-        return {"inference": self.inference.value, "measured_wall_time": self.measure_latency,
-                "added_ms": round(self.added_latency_s * 1e3, 3)}
+        return {
+            "inference": self.inference.value,
+            "measured_wall_time": self.measure_latency,
+            "added_ms": round(self.added_latency_s * 1e3, 3),
+        }
 
 
 @dataclass
@@ -91,8 +94,13 @@ class EpisodeLog:
         return sum(self.held)
 
     def summary(self) -> dict:
-        return {"seed": self.seed, "instruction": self.instruction, "success": self.success,
-                "duration_s": round(self.duration_s, 3), "steps": self.steps}
+        return {
+            "seed": self.seed,
+            "instruction": self.instruction,
+            "success": self.success,
+            "duration_s": round(self.duration_s, 3),
+            "steps": self.steps,
+        }
 
 
 @dataclass
@@ -102,8 +110,16 @@ class _ChunkInFlight:
     ready_at: float  # simulated s: the first tick at or after it may use the chunk
 
 
-def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipeline, settings: LoopSettings,
-                on_tick: Callable | None = None) -> EpisodeLog:
+def run_episode(
+    world,
+    task,
+    *,
+    seed: int,
+    policy: Policy,
+    pipeline: ActionPipeline,
+    settings: LoopSettings,
+    on_tick: Callable | None = None,
+) -> EpisodeLog:
     """Run one episode of `task` in `world` (reset with `seed`) until success or the task's time limit.
 
     `on_tick(now, measured, command, images)`, if given, sees every control tick with the cameras rendered
@@ -126,8 +142,13 @@ def run_episode(world, task, *, seed: int, policy: Policy, pipeline: ActionPipel
         images = world.render_cameras() if wants_chunk or on_tick else {}
         overhead = 0.0
         if wants_chunk:
-            observation = RobotObservation(stamp=control_now, joint_names=world.joint_names, joint_positions=measured,
-                                           images=images, instruction=task.instruction)
+            observation = RobotObservation(
+                stamp=control_now,
+                joint_names=world.joint_names,
+                joint_positions=measured,
+                images=images,
+                instruction=task.instruction,
+            )
             t0 = time.perf_counter()
             batch, request = pipeline.prepare(observation, now=control_now)
             t1 = time.perf_counter()

@@ -28,8 +28,9 @@ def episode_task(task_family: str, colors: tuple[str, ...], seed: int) -> Task:
     return parse_instruction(TASK_TEMPLATES[task_family].format(color=color))
 
 
-def make_world(embodiment: EmbodimentConfig, colors: tuple[str, ...],
-               camera_size: tuple[int, int] | None = None) -> SimWorld:
+def make_world(
+    embodiment: EmbodimentConfig, colors: tuple[str, ...], camera_size: tuple[int, int] | None = None
+) -> SimWorld:
     """The simulated scene for `embodiment`, rendering (height, width) or its first camera's resolution."""
     from vla_ros.sim.world import SimWorld
 
