@@ -180,3 +180,24 @@ def test_weights_of_another_size_are_refused(fixture_dir, tmp_path):
     target = edited_copy(fixture_dir, tmp_path, config={"action_expert_variant": "gemma_2b"})
     with pytest.raises(PolicyError, match="wrong shape for config.json.s variants"):
         load_checkpoint(target)
+
+
+def test_tied_embeddings_saved_as_the_output_head_only_load(fixture_dir, tmp_path):
+    """A checkpoint that keeps only PaliGemma's lm_head (tied to the token embeddings) loads, as LeRobot loads it."""
+    from safetensors.numpy import load_file, save_file
+
+    target = edited_copy(fixture_dir, tmp_path)
+    weights = load_file(str(target / "model.safetensors"))
+    prefix = "model.paligemma_with_expert.paligemma."
+    weights[prefix + "lm_head.weight"] = weights.pop(prefix + "model.language_model.embed_tokens.weight")
+    save_file(weights, str(target / "model.safetensors"))
+    io = fixtures.load_io(fixture_dir)
+    import torch
+
+    from vla_ros.policies.pi05.checkpoint import load_checkpoint
+    from vla_ros.policies.pi05.policy import PiPolicy
+
+    policy = PiPolicy(load_checkpoint(target), action_dt_s=0.1, warmup=False)
+    batch = fixtures.observations(io, fixtures.read_cases(fixture_dir)["tasks"], "two_cameras")
+    actions = policy.sample(batch, torch.from_numpy(io["noise"]))
+    assert np.abs(actions - io["actions_two_cameras"]).max() <= fixtures.TOLERANCE

@@ -237,6 +237,14 @@ def make(kind: str, out: Path) -> None:
         "missing_camera": run(default_pre, default_post, {"front": images["front"]}),
         "resized_camera": run(default_pre, default_post, {"front": image_48x64, "wrist": images["wrist"]}),
     }
+    # What a user's LeRobot does: load the saved checkpoint and processors from disk (its key fixes included).
+    reloaded = policy_class.from_pretrained(".", local_files_only=True)
+    reloaded.eval()
+    with torch.no_grad():
+        raw = {"observation.state": state.clone(), "task": list(TASKS)}
+        raw.update({f"observation.images.{c}": p.permute(0, 3, 1, 2).float() / 255.0 for c, p in images.items()})
+        from_disk = default_post(reloaded.predict_action_chunk(default_pre(raw), noise=noise.clone()))
+    assert torch.equal(from_disk, cases["two_cameras"]), "LeRobot's reloaded checkpoint gives other actions"
     one_camera_config = policy_config(("front",), DEFAULT_MODE[kind])
     cases["one_camera"] = run(default_pre, default_post, {"front": images["front"]}, one_camera_config)
     for mode in MODES:

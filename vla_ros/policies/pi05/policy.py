@@ -150,5 +150,13 @@ def load_pi(
     torch_device = select_device(device)
     torch_dtype = select_dtype(torch_device, dtype)
     checkpoint = load_checkpoint(path, device=torch_device, dtype=torch_dtype)
+    if checkpoint.config.dtype != str(torch_dtype).removeprefix("torch."):
+        # LeRobot computes in the config's dtype; vla_ros in the device's (--dtype). float32 is the exact reference.
+        logger.info(
+            "%s: config.json asks for %s, running in %s (set --dtype to choose)",
+            path,
+            checkpoint.config.dtype,
+            torch_dtype,
+        )
     _check_cameras_fed(embodiment, checkpoint)
     return PiPolicy(checkpoint, action_dt_s=embodiment.control_period_s, warmup=warmup, load_started_s=started)
