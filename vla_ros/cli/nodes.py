@@ -21,6 +21,7 @@ import yaml
 from vla_ros.core.errors import ConfigError, MissingDependencyError
 from vla_ros.policies.device import parse_threads
 from vla_ros.ros.backend import BACKEND_CHOICES, choose_backend
+from vla_ros.sim.robots import SIM_ROBOT_HELP, load_simulated_embodiment
 
 
 def node_parameters(path: Path | None, node_name: str) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--robot", default="so101", help="so101 or panda (or a robot YAML of one of them)")
+    parser.add_argument("--robot", default="so101", help=SIM_ROBOT_HELP)
     parser.add_argument("--instruction", default="touch the red cube", help="task to set up")
     parser.add_argument("--seed", type=int, default=0, help="cube layout seed")
     parser.add_argument("--camera-width", type=int, help="rendered width (default: the robot config's)")
@@ -125,10 +126,9 @@ def run_main(args: argparse.Namespace) -> int:
 
 
 def sim_main(args: argparse.Namespace) -> int:
-    from vla_ros.core.embodiment import load_embodiment
     from vla_ros.ros.sim_core import NODE_NAME, SimNodeConfig, default_camera, default_publish_rate_hz
 
-    embodiment = load_embodiment(args.robot)
+    embodiment = load_simulated_embodiment(args.robot)
     camera = default_camera(embodiment)
     config = SimNodeConfig(
         robot=args.robot, instruction=args.instruction, seed=args.seed,

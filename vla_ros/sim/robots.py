@@ -6,6 +6,7 @@ Joint order, home pose, gripper values and motion limits come from the robot's e
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -155,9 +156,10 @@ def load_simulated_embodiment(name: str) -> EmbodimentConfig:
     """
     is_path = name.endswith((".yaml", ".yml"))
     if not is_path and name not in ROBOTS:
+        close = difflib.get_close_matches(name, SIM_ROBOTS, n=1)
         raise ConfigError(f"the simulator has no robot '{name}': it simulates {', '.join(SIM_ROBOTS)} (other "
                           "robots run on ROS 2: ros2 launch vla_ros <robot>.launch.py)."
-                          + did_you_mean(name, ROBOTS))
+                          + (f" Did you mean '{close[0]}'?" if close else ""))
     embodiment = load_embodiment(name)
     if embodiment.robot not in ROBOTS:
         raise ConfigError(f"{name} is the robot '{embodiment.robot}', which the simulator does not have: it "
