@@ -4,6 +4,9 @@ Per-robot launch files include this one with `robot` set. Arguments are validate
 vla_ros.ros.launch_params, so a bad robot or simulator fails here, before anything moves.
 """
 
+import os
+import tempfile
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.conditions import IfCondition
@@ -15,14 +18,28 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
-from vla_ros.ros.launch_params import SIM_CHOICES, parse_bool, policy_node_parameters, sim_node_parameters
+from vla_ros.core.embodiment import load_embodiment
+from vla_ros.ros.launch_params import (
+    SIM_CHOICES,
+    mock_follower_parameters,
+    parse_bool,
+    policy_node_parameters,
+    sim_node_parameters,
+)
+from vla_ros.ros.mock_bringup import mock_processes
+from vla_ros.ros.mock_control import controllers_yaml_text
 
 ARGUMENTS = [
     DeclareLaunchArgument("robot", default_value="so101", description="robot config (config/robots/<robot>.yaml)"),
     DeclareLaunchArgument("sim", default_value="none", choices=list(SIM_CHOICES),
-                          description="mujoco: start our simulated robot; gazebo/isaac: use their /clock "
+                          description="mujoco: start our simulated robot; mock: ros2_control's controller_manager "
+                                      "on mock hardware with the robot's controllers (the MuJoCo world follows "
+                                      "/joint_states where it has the robot); gazebo/isaac: use their /clock "
                                       "(isaac: command /joint_command); none: real hardware"),
     DeclareLaunchArgument("policy", default_value="expert", description="policy spec"),
+    DeclareLaunchArgument("sim_world", default_value="true", choices=["true", "false"],
+                          description="sim:=mock: the MuJoCo world follows /joint_states, renders the cameras and "
+                                      "judges the task (robots the simulator has); false: controllers only"),
     DeclareLaunchArgument("instruction", default_value="touch the red cube", description="language instruction"),
     DeclareLaunchArgument("dry_run", default_value="false", choices=["true", "false"],
                           description="compute commands but publish them only to ~/preview"),
@@ -38,7 +55,9 @@ ARGUMENTS = [
                               [FindPackageShare("vla_ros"), "config", "vla_policy.yaml"]),
                           description="policy node parameters (YAML); launch arguments override it"),
     DeclareLaunchArgument("description_file", default_value="",
-                          description="the robot's URDF: shows the commanded pose as a ghost robot (frames preview/*)"),
+                          description="the robot's URDF: shows the commanded pose as a ghost robot (frames preview/*); "
+                                      "with sim:=mock, the ros2_control description (default: generated from the "
+                                      "robot config)"),
 ]
 
 
@@ -53,9 +72,24 @@ def _ghost_robot(description_file: str, use_sim_time: bool):
                 remappings=[("joint_states", "/vla_policy/preview")])
 
 
+def _mock_hardware(robot: str, description_file: str):
+    """ros2_control on mock hardware: per controller manager, robot_state_publisher, ros2_control_node and a spawner
+    of every controller the robot config names (vla_ros.ros.mock_bringup)."""
+    embodiment = load_embodiment(robot)
+    # The controllers file is derived from the robot config at each launch, so an edited config is never stale.
+    params_file = os.path.join(tempfile.mkdtemp(prefix="vla_ros_mock_"), f"{embodiment.robot}_controllers.yaml")
+    with open(params_file, "w", encoding="utf-8") as f:
+        f.write(controllers_yaml_text(embodiment))
+    return [Node(package=p.package, executable=p.executable, namespace=p.namespace or None, output="screen",
+                 parameters=[dict(p.parameters)] + ([p.params_file] if p.params_file else []),
+                 remappings=list(p.remappings), arguments=list(p.arguments))
+            for p in mock_processes(embodiment, params_file=params_file, description_file=description_file or None)]
+
+
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in
-           ("robot", "sim", "policy", "instruction", "dry_run", "use_sim_time", "autostart", "description_file")}
+           ("robot", "sim", "policy", "instruction", "dry_run", "use_sim_time", "autostart", "description_file",
+            "sim_world")}
     parameters = policy_node_parameters(robot=arg["robot"], sim=arg["sim"], policy=arg["policy"],
                                         instruction=arg["instruction"], dry_run=arg["dry_run"],
                                         use_sim_time=arg["use_sim_time"])
@@ -69,6 +103,13 @@ def _nodes(context):
     if arg["sim"] == "mujoco":
         actions.append(Node(package="vla_ros", executable="sim_node", name="mujoco_robot", output="screen",
                             parameters=[sim_node_parameters(robot=arg["robot"], instruction=arg["instruction"])]))
+    if arg["sim"] == "mock":
+        actions += _mock_hardware(arg["robot"], arg["description_file"])
+        follower = mock_follower_parameters(robot=arg["robot"], instruction=arg["instruction"])
+        # The MuJoCo world renders the cameras and judges the task.
+        if follower is not None and parse_bool(arg["sim_world"], argument="sim_world"):
+            actions.append(Node(package="vla_ros", executable="sim_node", name="mujoco_robot", output="screen",
+                                parameters=[follower]))
     policy_node = LifecycleNode(package="vla_ros", executable="policy_node", name="vla_policy", namespace="",
                                 output="screen", parameters=[LaunchConfiguration("params_file"), parameters])
     actions.append(policy_node)

@@ -4,8 +4,8 @@ Runs the real controller_manager on mock hardware (`MockHardware`, mock_componen
 smooth 0.5 Hz, 0.3 rad sine on the arm joints at the robot's control rate through the node's own control path
 (`ActionPipeline`: chunk scheduler, safety filter, trajectory building, `trajectory_to_msg`), optionally with
 0-15 ms publish jitter and a 100 ms gap each second. It records the arm controller's ~/controller_state
-(`feedback`: the mock hardware's state, which
-follows the controller's output one update later, at the controller rate) and measures, after a warm-up:
+(`reference`: the position the controller wants at the
+update's stamp; it writes the same spline one update ahead to the hardware) and measures, after a warm-up:
 
 - tracking error of the output against the intended sine, and the lag that minimises it;
 - velocity dips (speed below half the intended while the intended speed is above half its peak) and full
@@ -182,7 +182,7 @@ def run_stream(case: StreamCase, *, robot: str = "so101", duration_s: float = 10
             JointTrajectoryControllerState,
             f"/{controller}/controller_state",
             lambda m: states.append(
-                (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, m.joint_names, list(m.feedback.positions))
+                (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, m.joint_names, list(m.reference.positions))
             ),
             100,
         )

@@ -30,6 +30,9 @@ from vla_ros.core.trajectory import JointTrajectory, build_lookahead, build_traj
 # Real-time chunking freezes the steps that execute while a chunk is computed; it plans for the slowest of the
 # last few chunks, since freezing a step too many costs little and a step too few leaves a seam.
 LATENCY_WINDOW_CHUNKS = 10
+# Every lookahead lasts at least this long (its end at rest held until then): a message that a busy machine delays
+# still ends in the future when it arrives, which JTC requires of a stamped trajectory.
+LOOKAHEAD_REST_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,12 @@ class ActionPipeline:
         period = self.embodiment.control_period_s
         self._sent = (start, rows)
         return build_lookahead(
-            self.embodiment.joint_names, rows, period, start_time=start, previous=rows[0] - first_velocity * period
+            self.embodiment.joint_names,
+            rows,
+            period,
+            start_time=start,
+            previous=rows[0] - first_velocity * period,
+            rest_until=start + LOOKAHEAD_REST_S,
         )
 
 

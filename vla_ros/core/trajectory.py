@@ -126,6 +126,7 @@ def build_lookahead(
     *,
     start_time: float,
     previous: np.ndarray,
+    rest_until: float | None = None,
 ) -> JointTrajectory:
     """A stamped lookahead: `positions` (M, D), row k meant for absolute time `start_time + k * dt`.
 
@@ -135,6 +136,9 @@ def build_lookahead(
     requires. The stamp is `start_time - dt` with row k at time_from_start (k + 1) * dt: row 0 at its own
     time, so the message's arrival time does not matter, and consecutive lookaheads of one plan agree. Where
     `start_time - dt` is not > 0 (a simulated clock just started) the stamp is `start_time / 2`.
+
+    `rest_until` (absolute time): where the rows end earlier, one more point repeats the last row then, so that a
+    message delayed in transit still ends in the future (JTC rejects a stamped trajectory that ends in the past).
 
     Between two rows the spline's speed exceeds the larger of the rows' finite-difference speeds by at most
     a quarter of the change in finite-difference speed (`max_acceleration * dt / 4` for filtered rows).
@@ -152,9 +156,13 @@ def build_lookahead(
     velocities = (padded[2:] - padded[:-2]) / (2.0 * dt)
     velocities[-1] = 0.0
     stamp = start_time - dt if start_time - dt > 0 else start_time / 2
-    return build_trajectory(
+    trajectory = build_trajectory(
         joint_names, positions, dt, start_offset=start_time - stamp, velocities=velocities, stamp=stamp
     )
+    if rest_until is not None and rest_until - stamp > trajectory.duration + dt:
+        rest = TrajectoryPoint(positions[-1].copy(), rest_until - stamp, np.zeros_like(positions[-1]))
+        trajectory = JointTrajectory(trajectory.joint_names, (*trajectory.points, rest), stamp)
+    return trajectory
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from vla_ros.core.embodiment import load_embodiment
 from vla_ros.core.errors import ConfigError, did_you_mean
 
-SIM_CHOICES = ("mujoco", "gazebo", "isaac", "none")
+SIM_CHOICES = ("mujoco", "mock", "gazebo", "isaac", "none")
 ISAAC_JOINT_COMMAND_TOPIC = "/joint_command"  # the Isaac Sim ROS 2 bridge's articulation controller input
 MUJOCO_SUCCESS_TOPIC = "/mujoco_robot/task_success"  # published by vla_ros.ros.sim_node
 
@@ -45,7 +45,7 @@ def policy_node_parameters(*, robot: str, sim: str, policy: str, instruction: st
     }
     if sim == "isaac":
         parameters["joint_command_topic"] = ISAAC_JOINT_COMMAND_TOPIC
-    if sim == "mujoco":
+    if sim == "mujoco" or sim == "mock" and mock_follower_parameters(robot=robot, instruction=instruction):
         parameters["success_topic"] = MUJOCO_SUCCESS_TOPIC
     if sim == "mujoco" and embodiment.robot not in ("so101", "panda"):
         raise ConfigError(f"sim:=mujoco has models of so101 and panda only, not '{embodiment.robot}': "
@@ -55,3 +55,15 @@ def policy_node_parameters(*, robot: str, sim: str, policy: str, instruction: st
 
 def sim_node_parameters(*, robot: str, instruction: str) -> dict:
     return {"robot": robot, "instruction": instruction or "touch the red cube", "use_sim_time": False}
+
+
+def mock_follower_parameters(*, robot: str, instruction: str) -> dict | None:
+    """sim:=mock: parameters of the MuJoCo world following /joint_states (cameras, task success), or None where the
+    simulator has no model of the robot (the controllers then run without cameras)."""
+    from vla_ros.sim.robots import ROBOTS
+
+    embodiment = load_embodiment(robot)
+    if embodiment.robot not in ROBOTS:
+        return None
+    return {"robot": robot, "instruction": instruction or "touch the red cube", "use_sim_time": False,
+            "follow_joint_states": True}

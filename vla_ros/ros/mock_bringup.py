@@ -24,87 +24,59 @@ from vla_ros.ros.mock_control import mock_urdf as generated_urdf
 
 @dataclass(frozen=True)
 class Process:
-    """One process of a bring-up: package, executable, ROS arguments (node name, namespace, remaps, params)."""
+    """One process of a bring-up, as `ros2 run` (argv) or a launch_ros Node takes it."""
 
     package: str
     executable: str
-    arguments: tuple[str, ...]
     name: str  # for logs
+    namespace: str = ""
+    arguments: tuple[str, ...] = ()  # plain arguments (the spawner's)
+    parameters: tuple[tuple[str, str], ...] = ()  # (name, value) ROS parameters
+    params_file: str | None = None
+    remappings: tuple[tuple[str, str], ...] = ()
 
     def argv(self) -> list[str]:
-        return ["ros2", "run", self.package, self.executable, *self.arguments]
+        ros = ["-r", f"__ns:={self.namespace or '/'}"]
+        ros += [arg for name, value in self.parameters for arg in ("-p", f"{name}:={value}")]
+        ros += ["--params-file", self.params_file] if self.params_file else []
+        ros += [arg for pair in self.remappings for arg in ("-r", f"{pair[0]}:={pair[1]}")]
+        return ["ros2", "run", self.package, self.executable, *self.arguments, "--ros-args", *ros]
 
 
 def group_processes(
-    group: ControlGroup, *, description_file: str, params_file: str, spawner_timeout_s: float = 60.0
+    group: ControlGroup, *, description: str, params_file: str, spawner_timeout_s: float = 60.0
 ) -> list[Process]:
-    """robot_state_publisher, controller manager and spawner of one control group."""
-    namespace = group.namespace or "/"
-    description_topic = f"{group.namespace}/robot_description"
-    with open(description_file, encoding="utf-8") as f:
-        description = f.read()
+    """robot_state_publisher (publishing `description`, a URDF), controller manager and spawner of one group."""
     remaps = [arg for pair in group.remappings for arg in ("-r", f"{pair[0]}:={pair[1]}")]
     controllers = [JOINT_STATE_BROADCASTER, *(c.name for c in group.controllers)]
-    spawner_args = [
-        "--controller-manager",
-        group.node_name("controller_manager"),
-        "--controller-manager-timeout",
-        str(spawner_timeout_s),
-    ]
-    if remaps:
+    spawner_args = ["--controller-manager", group.node_name("controller_manager"),
+                    "--controller-manager-timeout", str(spawner_timeout_s),
+                    # Its 10 s default fails a bring-up on a busy machine.
+                    "--service-call-timeout", str(spawner_timeout_s / 2)]
+    if remaps:  # the controllers' own topics and actions, renamed as the driver names them
         spawner_args += ["--controller-ros-args", " ".join(remaps)]
     return [
-        Process(
-            "robot_state_publisher",
-            "robot_state_publisher",
-            ("--ros-args", "-r", f"__ns:={namespace}", "-p", f"robot_description:={description}"),
-            f"robot_state_publisher{group.namespace}",
-        ),
-        Process(
-            "controller_manager",
-            "ros2_control_node",
-            (
-                "--ros-args",
-                "-r",
-                f"__ns:={namespace}",
-                "--params-file",
-                params_file,
-                "-r",
-                f"~/robot_description:={description_topic}",
-            ),
-            f"controller_manager{group.namespace}",
-        ),
-        Process("controller_manager", "spawner", (*controllers, *spawner_args), f"spawner{group.namespace}"),
+        Process("robot_state_publisher", "robot_state_publisher", f"robot_state_publisher{group.namespace}",
+                group.namespace, parameters=(("robot_description", description),)),
+        Process("controller_manager", "ros2_control_node", f"controller_manager{group.namespace}", group.namespace,
+                params_file=params_file,
+                remappings=(("~/robot_description", f"{group.namespace}/robot_description"),)),
+        Process("controller_manager", "spawner", f"spawner{group.namespace}", arguments=(*controllers, *spawner_args)),
     ]
 
 
-def write_mock_files(
-    embodiment: EmbodimentConfig,
-    folder: str | os.PathLike,
-    *,
-    description_file: str | None = None,
-    **controller_options,
-) -> tuple[list[str], str]:
-    """Write each group's URDF (or use `description_file`, the robot's own URDF, for a single group) and the
-    controllers file into `folder`; return (description files per group, params file)."""
-    folder = Path(folder)
+def mock_processes(embodiment: EmbodimentConfig, *, params_file: str, description_file: str | None = None,
+                   spawner_timeout_s: float = 60.0) -> list[Process]:
+    """Every process of `embodiment`'s mock bring-up: per control group the generated URDF, or the robot's own
+    (`description_file`, for a robot with one controller manager), and the controllers file `params_file`."""
     groups = control_groups(embodiment)
     if description_file and len(groups) > 1:
-        raise VlaRosError(
-            f"{embodiment.robot} has {len(groups)} controller managers "
-            f"({[g.namespace for g in groups]}): one description_file cannot serve them all"
-        )
-    descriptions = []
-    for group in groups:
-        if description_file:
-            descriptions.append(str(description_file))
-            continue
-        path = folder / f"{embodiment.robot}{group.namespace.replace('/', '_')}_mock.urdf"
-        path.write_text(generated_urdf(embodiment, group), encoding="utf-8")
-        descriptions.append(str(path))
-    params = folder / f"{embodiment.robot}_controllers.yaml"
-    params.write_text(controllers_yaml_text(embodiment, **controller_options), encoding="utf-8")
-    return descriptions, str(params)
+        raise VlaRosError(f"{embodiment.robot} has {len(groups)} controller managers "
+                          f"({[g.namespace for g in groups]}): one description_file cannot serve them all")
+    own = Path(description_file).read_text(encoding="utf-8") if description_file else None
+    return [process for group in groups
+            for process in group_processes(group, description=own or generated_urdf(embodiment, group),
+                                           params_file=params_file, spawner_timeout_s=spawner_timeout_s)]
 
 
 class MockHardware:
@@ -114,19 +86,15 @@ class MockHardware:
     Output of each process goes to `<folder>/<name>.log`.
     """
 
-    def __init__(
-        self, embodiment: EmbodimentConfig, *, env: dict | None = None, folder: str | None = None, **controller_options
-    ):
+    def __init__(self, embodiment: EmbodimentConfig, *, env: dict | None = None, folder: str | None = None,
+                 description_file: str | None = None, **controller_options):
         self.embodiment = embodiment
         self._tmp = None if folder else tempfile.TemporaryDirectory(prefix=f"vla_ros_mock_{embodiment.robot}_")
         self.folder = Path(folder or self._tmp.name)
         self.env = env
-        descriptions, self.params_file = write_mock_files(embodiment, self.folder, **controller_options)
-        self.processes = [
-            process
-            for group, description in zip(control_groups(embodiment), descriptions, strict=True)
-            for process in group_processes(group, description_file=description, params_file=self.params_file)
-        ]
+        self.params_file = str(self.folder / f"{embodiment.robot}_controllers.yaml")
+        Path(self.params_file).write_text(controllers_yaml_text(embodiment, **controller_options), encoding="utf-8")
+        self.processes = mock_processes(embodiment, params_file=self.params_file, description_file=description_file)
         self._running: list[tuple[Process, subprocess.Popen]] = []
 
     def log(self, name: str) -> str:

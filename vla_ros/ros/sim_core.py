@@ -55,6 +55,9 @@ MAX_CATCH_UP_S = 0.1
 # A new goal does not have to reach a held pose in any time; this only keeps the hold trajectory's one point > 0 s.
 HOLD_TIME_S = 0.01
 REJECTION_LOG_INTERVAL_S = 10.0
+# follow_joint_states: the world's arm reaches each reported position this long after the report (about one period
+# of joint_state_broadcaster at the mock controller manager's 100 Hz).
+FOLLOW_TIME_S = 0.01
 
 SUPPORTED_INTERFACES = (CommandInterface.JOINT_TRAJECTORY, CommandInterface.FOLLOW_JOINT_TRAJECTORY,
                         CommandInterface.GRIPPER_COMMAND, CommandInterface.PARALLEL_GRIPPER_COMMAND)
@@ -73,6 +76,9 @@ class SimNodeConfig:
     camera_height: int = 480
     realtime_factor: float = 1.0
     render: bool = True
+    # sim:=mock: ros2_control's mock hardware is the robot; the world follows its joint states (wall-clock stamps,
+    # no /clock, no commands of its own) to render the cameras and judge the task.
+    follow_joint_states: bool = False
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:
@@ -113,7 +119,8 @@ class MujocoRobotCore:
             camera_size=(config.camera_height, config.camera_width),
             render=False,  # the camera thread renders, with a GL context of its own
             colors=tuple(dict.fromkeys((*DEFAULT_COLORS, task.color))),
-            joint_groups=tuple(output.joints for output in outputs),
+            # Following joint states moves every joint at once; taking commands, each controller owns its joints.
+            joint_groups=None if config.follow_joint_states else tuple(output.joints for output in outputs),
         )
         check_joints_and_cameras(embodiment, self.world)
         self.rejections = RejectionLog(self.logger)
@@ -129,14 +136,19 @@ class MujocoRobotCore:
         self._clock_pub = node.create_publisher(msg.Clock, "/clock", qos.clock)
         # Each joint state topic reports the joints with its prefix, under their names without it.
         self._joint_state_pubs = []
+        self._followed: np.ndarray | None = None  # follow_joint_states: the last reported positions, world order
         for source in embodiment.ros.joint_state_topics:
             indices = [i for i, name in enumerate(embodiment.joint_names) if name.startswith(source.prefix)]
             names = [embodiment.joint_names[i][len(source.prefix):] for i in indices]
-            self._joint_state_pubs.append((node.create_publisher(msg.JointState, source.topic, qos.sensor), names,
-                                           indices))
+            if config.follow_joint_states:
+                node.create_subscription(msg.JointState, source.topic,
+                                         lambda m, p=source.prefix: self._on_joint_state(p, m), qos.sensor)
+            else:
+                self._joint_state_pubs.append((node.create_publisher(msg.JointState, source.topic, qos.sensor),
+                                               names, indices))
         self._success_pub = node.create_publisher(msg.Bool, "~/task_success", qos.latched)
         for output in outputs:
-            if output.interface is CommandInterface.JOINT_TRAJECTORY:
+            if output.interface is CommandInterface.JOINT_TRAJECTORY and not config.follow_joint_states:
                 node.create_subscription(msg.JointTrajectory, output.name,
                                          lambda m, o=output: self._on_trajectory(o, m), qos.command)
 
@@ -166,6 +178,8 @@ class MujocoRobotCore:
         return self._time_offset + self.world.time
 
     def stamp(self) -> Any:
+        if self.config.follow_joint_states:  # the controllers' clock: the stamps the joint states carry
+            return self.node.get_clock().now().to_msg()
         return seconds_to_stamp(self.sim_time, self.msg.Time)
 
     # --- physics ---------------------------------------------------------------------------------------------------
@@ -193,7 +207,8 @@ class MujocoRobotCore:
 
         stamp = self.stamp()
         msg = self.msg
-        self._clock_pub.publish(msg.Clock(clock=stamp))
+        if not self.config.follow_joint_states:
+            self._clock_pub.publish(msg.Clock(clock=stamp))
         for publisher, names, indices in self._joint_state_pubs:
             publisher.publish(joint_state_to_msg(msg.JointState, stamp=stamp, names=names,
                                                  positions=positions[indices], velocities=velocities[indices]))
@@ -225,6 +240,8 @@ class MujocoRobotCore:
         with self.world.lock:
             self._time_offset += self.world.time
             self.world.reset(task, seed)
+            if self._followed is not None:  # the arm is where the hardware has it, not at home
+                self.world.place_arm(self._followed)
         self.task = task
         self._anchor_wall, self._anchor_sim = time.monotonic(), self.world.time
         self._next_frame_time = 0.0
@@ -241,6 +258,23 @@ class MujocoRobotCore:
             raise ConfigError(f"this world has cubes {list(self.world.cube_colors)} only, not {task.color}: "
                               f"restart the node with instruction:='{instruction}'")
         return task
+
+    # --- following the hardware (follow_joint_states) ---------------------------------------------------------------
+
+    def _on_joint_state(self, prefix: str, msg: Any) -> None:
+        """Move the world's arm to the reported positions within one report period (its servos track them)."""
+        names = [prefix + name for name in msg.name]
+        known = [(self.world.joint_names.index(n), p) for n, p in zip(names, msg.position, strict=False)
+                 if n in self.world.joint_names]
+        if not known:
+            return
+        with self.world.lock:
+            positions = self.world.desired_joint_state()[0] if self._followed is None else self._followed.copy()
+            for index, position in known:
+                positions[index] = position
+            self._followed = positions
+            self.world.send_trajectory(JointTrajectory(
+                joint_names=self.world.joint_names, points=(TrajectoryPoint(positions.copy(), FOLLOW_TIME_S),)))
 
     # --- commands --------------------------------------------------------------------------------------------------
 

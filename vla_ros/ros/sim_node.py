@@ -80,6 +80,9 @@ class MujocoRobotNode(Node):
                                           "fast as possible"),
             render=self._declare("render", True, "render and publish the cameras (software rendering costs "
                                  "15-35 ms per frame of two cameras)"),
+            follow_joint_states=self._declare("follow_joint_states", False, "follow the robot's joint state topics "
+                                              "(sim:=mock: ros2_control's mock hardware is the robot) instead of "
+                                              "taking commands; stamps on this node's clock, no /clock"),
         )
         self.core = MujocoRobotCore(self, rclpy_backend(), embodiment, config, action_interfaces=True)
         self.embodiment, self.config, self.world = embodiment, config, self.core.world
@@ -89,7 +92,7 @@ class MujocoRobotNode(Node):
         self.core.on_step.append(self._update_goals)
         self.core.on_new_episode.append(self._abort_goals)
         for output in self.core.outputs:
-            if output.interface is not CommandInterface.JOINT_TRAJECTORY:
+            if output.interface is not CommandInterface.JOINT_TRAJECTORY and not config.follow_joint_states:
                 self._add_action_server(output)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)

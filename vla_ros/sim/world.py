@@ -121,6 +121,16 @@ class SimWorld:
             self._write_cube_pose(color, (placement.x, placement.y, self.cube_size_m / 2), placement.yaw)
         mujoco.mj_forward(self.model, self.data)
 
+    def place_arm(self, positions: np.ndarray) -> None:
+        """Put the arm at `positions` (D,), at rest and holding there (a world that follows another robot's joints)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        self.data.qpos[self._qpos_addresses] = positions
+        self.data.qvel[self._dof_addresses] = 0.0
+        _satisfy_joint_equalities(self.model, self.data)
+        self.data.ctrl[self._actuator_ids] = positions
+        self._executor.hold(positions)
+        mujoco.mj_forward(self.model, self.data)
+
     # --- the robot interface: joint states, images, trajectories ---
 
     def joint_positions(self) -> np.ndarray:
