@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("mujoco", reason="end-effector actions use the simulator's kinematics (the 'sim' extra)")
+pytest.importorskip("vla_ros.sim.ik", reason="end-effector actions use the simulator's kinematics (the 'sim' extra)")
 
 from test_remote_policy import SmoothPolicy, expected_actions, features  # noqa: E402
 
