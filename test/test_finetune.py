@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,12 +19,13 @@ from safetensors.numpy import load_file  # noqa: E402
 
 from vla_ros.cli.main import main  # noqa: E402
 from vla_ros.core.embodiment import load_embodiment  # noqa: E402
+from vla_ros.core.errors import ConfigError  # noqa: E402
 from vla_ros.datasets.lerobot import DatasetError  # noqa: E402
 from vla_ros.policies.builtin.recipe import ModelRecipe  # noqa: E402
 from vla_ros.policies.builtin.train import build_model  # noqa: E402
 from vla_ros.policies.checks import check_policy  # noqa: E402
 from vla_ros.policies.factory import PolicyOptions, make_policy  # noqa: E402
-from vla_ros.policies.finetune import FinetuneConfig, finetune  # noqa: E402
+from vla_ros.policies.finetune import DatasetShare, FinetuneConfig, finetune, weighted_order  # noqa: E402
 
 TINY = ModelRecipe(image_size=32, vision_hidden=16, vision_layers=1, text_hidden=32, text_layers=2, chunk_size=6)
 OPTIONS = PolicyOptions(device="cpu", dtype="float32", warmup=False)
@@ -97,3 +100,82 @@ def test_a_dataset_of_another_robot_is_refused_with_the_joint_names(tiny_checkpo
                  progress=False)
     with pytest.raises(Exception, match="takes a SmolVLA checkpoint directory"):
         finetune(str(tmp_path), dataset, tmp_path / "y", robot="so101", config=FinetuneConfig(steps=1), progress=False)
+
+
+@pytest.fixture(scope="module")
+def training_shards(tmp_path_factory):
+    """The built-in VLA's training episodes as collect.py records them (one touch episode per arm), for TINY."""
+    from dataclasses import replace
+
+    from vla_ros.policies.builtin.collect import collect_shard
+    from vla_ros.policies.builtin.recipe import DataRecipe
+
+    out = tmp_path_factory.mktemp("shards")
+    recipe = replace(DataRecipe(), render_size=(48, 64))
+    for robot in ("so101", "panda"):
+        summary = collect_shard(robot, "touch", [0], recipe, TINY, out / f"{robot}_touch_0.npz")
+        assert summary["episodes"] == 1
+    return out
+
+
+def test_dataset_weights_parse_from_the_command_line_form(tmp_path):
+    assert DatasetShare.parse("data/yellow_so101:0.5") == DatasetShare(Path("data/yellow_so101"), 0.5)
+    assert DatasetShare.parse("data/yellow_so101") == DatasetShare(Path("data/yellow_so101"), 1.0)
+    assert DatasetShare.parse("runs/a:b") == DatasetShare(Path("runs/a:b"), 1.0)  # a colon in the path, no weight
+    for weight in ("0", "-1", "nan"):
+        with pytest.raises(ConfigError, match=r"weight of dataset yellow must be a positive number"):
+            DatasetShare.parse(f"yellow:{weight}")
+
+
+def test_batches_follow_the_weights_evenly_spread():
+    order = weighted_order({"new": 0.5, "old/so101": 0.25, "old/panda": 0.25})
+    assert Counter(order) == {"new": 500, "old/so101": 250, "old/panda": 250}
+    assert all(Counter(order[i:i + 4]) == {"new": 2, "old/so101": 1, "old/panda": 1} for i in range(0, 1000, 4))
+    assert Counter(weighted_order({"a": 3, "b": 1}, length=8)) == {"a": 6, "b": 2}
+
+
+def test_mixing_a_new_dataset_with_a_replay_of_the_training_episodes(tiny_checkpoint, dataset, training_shards,
+                                                                     tmp_path, monkeypatch):
+    from vla_ros.policies.builtin import train
+
+    drawn = Counter()
+    sample = train.Batches.sample
+
+    def counting_sample(self, batch_size):
+        drawn[(str(self.data["robot"][0]), str(self.data["instruction"][0]).split()[-2])] += 1
+        return sample(self, batch_size)
+
+    monkeypatch.setattr(train.Batches, "sample", counting_sample)
+    out = tmp_path / "mixed"
+    config = FinetuneConfig(steps=40, batch_size=2, warmup_steps=2, checkpoint_every=0)
+    log = finetune(str(tiny_checkpoint), [DatasetShare(dataset, 0.5), DatasetShare(training_shards, 0.5)], out,
+                   config=config, progress=False)
+
+    # Half the batches from the new (yellow) data, the replay's half split between its two arms.
+    assert drawn == {("so101", "yellow"): 20, ("so101", "red"): 10, ("panda", "red"): 10}
+    assert log["batch_share"] == {f"0:{dataset.name}/so101": 0.5, f"1:{training_shards.name}/panda": 0.25,
+                                  f"1:{training_shards.name}/so101": 0.25}
+    # Each arm is normalized with all of its data in the mix; the panda's is the replay's alone.
+    with np.load(training_shards / "panda_touch_0.npz") as shard:
+        panda_state = shard["state"]
+    panda_stats = load_file(str(out / "norm_stats" / "panda.safetensors"))
+    np.testing.assert_allclose(panda_stats["observation.state.mean"], panda_state.mean(axis=0), atol=1e-5)
+    for robot in ("so101", "panda"):
+        embodiment = load_embodiment(robot)
+        check_policy(make_policy(str(out), embodiment=embodiment, options=OPTIONS), embodiment)
+
+
+def test_finetune_command_takes_several_weighted_datasets(tiny_checkpoint, dataset, training_shards, tmp_path):
+    out = tmp_path / "cli"
+    assert main(["finetune", "--policy", str(tiny_checkpoint), "--dataset", f"{dataset}:3", "--dataset",
+                 str(training_shards), "--out", str(out), "--steps", "2", "--batch-size", "2", "--no-progress"]) == 0
+    log = json.loads((out / "finetune_log.json").read_text())
+    assert log["datasets"] == [{"path": str(dataset), "weight": 3.0}, {"path": str(training_shards), "weight": 1.0}]
+    assert log["robot"] == "panda, so101"
+
+
+def test_a_folder_that_holds_no_dataset_is_named(tiny_checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"empty is neither a LeRobot dataset .* nor the built-in VLA's training"):
+        finetune(str(tiny_checkpoint), [DatasetShare(tmp_path / "empty")], tmp_path / "x",
+                 config=FinetuneConfig(steps=1), progress=False)

@@ -7,6 +7,12 @@ in policy units (deltas taken against that frame's state for delta joints, and f
 checkpoint predicts relative actions, as the built-in one does). Full fine-tuning suits small models;
 `--lora-rank` trains low-rank adapters of the attention projections instead, for large ones. The result is a
 checkpoint directory that `vla-ros demo --policy <dir>` and the policy node load.
+
+Several datasets can be mixed with weights (`--dataset new:0.5 --dataset old:0.5`): a dataset's weight is its share
+of the training batches, so that a new skill is learned beside a replay of what the checkpoint was trained on
+instead of over it. A dataset is a LeRobot dataset (`vla-ros record`) or the built-in VLA's training episodes as
+`python -m vla_ros.policies.builtin.collect` records them (.npz shards, both arms, deterministic), which replays
+exactly what the built-in checkpoint learned from.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,7 +29,7 @@ import numpy as np
 
 from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from vla_ros.core.errors import ConfigError
-from vla_ros.core.features import STATE, RobotObservation, image_key
+from vla_ros.core.features import STATE, PolicyFeatures, RobotObservation, image_key
 from vla_ros.policies.builtin.recipe import TrainRecipe
 
 RESUME_DIR = "resume"  # inside the output directory: weights, optimizer and step of the last periodic checkpoint
@@ -45,6 +52,95 @@ class FinetuneConfig:
         return replace(TrainRecipe(), steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
                        warmup_steps=self.warmup_steps, seed=self.seed, task_weights=(), early_samples=0,
                        early_weight=1.0)
+
+
+@dataclass(frozen=True)
+class DatasetShare:
+    """A dataset to fine-tune on and its weight: its share of the batches, relative to the other datasets'."""
+
+    path: Path
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.weight > 0 and np.isfinite(self.weight)):
+            raise ConfigError(f"the weight of dataset {self.path} must be a positive number, got {self.weight}",
+                              key="--dataset")
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetShare:
+        """'PATH' (weight 1) or 'PATH:WEIGHT', e.g. 'yellow_so101:0.5'."""
+        path, separator, weight = text.rpartition(":")
+        if separator:
+            try:
+                return cls(Path(path), float(weight))
+            except ValueError:
+                pass  # a colon inside the path, no weight
+        return cls(Path(text))
+
+
+def weighted_order(weights: dict[str, float], length: int = 1000) -> list[str]:
+    """`length` keys drawn in proportion to `weights`, spread evenly (smooth weighted round-robin): batch i of a
+    fine-tuning comes from source order[i % length]."""
+    total = sum(weights.values())
+    credit = dict.fromkeys(weights, 0.0)
+    order = []
+    for _ in range(length):
+        for key, weight in weights.items():
+            credit[key] += weight / total
+        chosen = max(credit, key=credit.get)
+        credit[chosen] -= 1.0
+        order.append(chosen)
+    return order
+
+
+def shard_samples(shard_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The built-in VLA's training episodes (collect.py's .npz shards) per robot. Their actions are in policy units
+    already, as the run-time adapter makes them."""
+    from vla_ros.policies.builtin.collect import load_shards
+
+    data = load_shards(shard_dir)
+    return {robot: {key: value[data["robot"] == robot] for key, value in data.items()}
+            for robot in sorted(set(data["robot"].tolist()))}
+
+
+def check_shard_shapes(shard_dir: Path, samples: dict[str, np.ndarray], features: PolicyFeatures) -> None:
+    """ConfigError where training shards were recorded for a model of other image or action sizes."""
+    for key in features.camera_keys:
+        size = samples[f"image_{key}"].shape[1:3] if f"image_{key}" in samples else None
+        if size != tuple(features.image_size):
+            raise ConfigError(f"the training episodes in {shard_dir} hold {key} images of {size}, but the policy takes "
+                              f"{tuple(features.image_size)}: record them for this model's recipe")
+    if samples["action"].shape[1:] != (features.chunk_size, features.action_dim):
+        raise ConfigError(f"the training episodes in {shard_dir} hold action chunks of {samples['action'].shape[1:]}, "
+                          f"but the policy predicts ({features.chunk_size}, {features.action_dim})")
+
+
+def load_share(share: DatasetShare, features_for: Callable[[str], PolicyFeatures], *, robot: str | None
+               ) -> dict[str, dict[str, np.ndarray]]:
+    """The samples of one dataset per robot: a LeRobot dataset (of `robot`, default its robot_type) or training
+    shards. `features_for(robot)`: what the policy consumes and produces on that robot."""
+    if (share.path / "meta" / "info.json").is_file():
+        robot = robot or dataset_robot(share.path)
+        return {robot: dataset_samples(share.path, load_embodiment(robot), features_for(robot))}
+    if share.path.is_dir() and any(share.path.glob("*.npz")):
+        shards = shard_samples(share.path)
+        for name, samples in shards.items():
+            check_shard_shapes(share.path, samples, features_for(name))
+        return shards
+    raise ConfigError(f"{share.path} is neither a LeRobot dataset (no meta/info.json) nor the built-in VLA's "
+                      "training episodes (no *.npz): record one with `vla-ros record` or `python -m "
+                      "vla_ros.policies.builtin.collect --out <dir>`", key="--dataset")
+
+
+def dataset_robot(dataset_dir: Path) -> str:
+    """The robot_type a LeRobot dataset names."""
+    info = dataset_dir / "meta" / "info.json"
+    if not info.is_file():
+        raise ConfigError(f"{dataset_dir} is not a LeRobot dataset (no meta/info.json)")
+    robot = json.loads(info.read_text(encoding="utf-8")).get("robot_type") or ""
+    if not robot:
+        raise ConfigError(f"{info} names no robot_type: pass --robot")
+    return robot
 
 
 def dataset_samples(dataset_dir: Path, embodiment: EmbodimentConfig, features) -> dict[str, np.ndarray]:
@@ -88,8 +184,14 @@ def dataset_samples(dataset_dir: Path, embodiment: EmbodimentConfig, features) -
     return data
 
 
-def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config: FinetuneConfig,
-             resume: bool = False, progress: bool = True) -> dict:
+def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, *, robot: str | None = None,
+             config: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Fine-tune checkpoint `spec` ('builtin' or a directory) on one dataset or on several with weights.
+
+    `robot`: the robot of the LeRobot datasets (default: the robot_type each one names); training shards name
+    their robots themselves. Each robot gets its own normalization and its batches are one robot at a time, as in
+    training; a dataset's weight is split evenly over the robots in it.
+    """
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -99,33 +201,62 @@ def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config:
     from vla_ros.policies.smolvla.checkpoint import NORM_STATS_DIR, load_checkpoint, load_robot_stats, save_checkpoint
     from vla_ros.policies.smolvla.policy import SmolVLAPolicy
 
+    shares = [DatasetShare(datasets)] if isinstance(datasets, Path) else list(datasets)
+    if not shares:
+        raise ConfigError("no dataset to fine-tune on: give --dataset at least once", key="--dataset")
     source = BUILTIN_CHECKPOINT if spec == "builtin" else Path(spec)
     if not (source / "config.json").is_file() or json.loads((source / "config.json").read_text()).get("type") \
             != "smolvla":
         raise ConfigError(f"fine-tuning takes a SmolVLA checkpoint directory or 'builtin'; {spec} is not one "
                           "(pi0: fine-tune with openpi or LeRobot and load the result here)")
-    embodiment = load_embodiment(robot)
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     checkpoint = load_checkpoint(source)
-    policy = SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, embodiment=embodiment, warmup=False)
-    features, model = policy.metadata.features, checkpoint.model
+    model = checkpoint.model
+    policies: dict[str, SmolVLAPolicy] = {}  # one per robot: its stats in the checkpoint, its relative actions
+
+    def policy_for(name: str) -> SmolVLAPolicy:
+        if name not in policies:
+            embodiment = load_embodiment(name)
+            policies[name] = SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s,
+                                           embodiment=embodiment, warmup=False)
+        return policies[name]
 
     started = time.perf_counter()
-    data = dataset_samples(dataset_dir, embodiment, features)
-    if policy.relative_actions is not None:
-        data["action"] = policy.relative_actions.to_model(data["action"], data["state"])
-    if config.stats == "dataset":
-        stats = normalization_stats(data, np.ones(len(data["state"]), dtype=bool))
-        processor = checkpoint.processor.with_stats(stats, source=f"dataset {dataset_dir}")
-    else:
-        processor, stats = policy.processor, None
+    sources: dict[str, tuple[str, dict[str, np.ndarray]]] = {}  # source key -> (robot, samples)
+    weights: dict[str, float] = {}
+    for index, share in enumerate(shares):
+        per_robot = load_share(share, lambda name: policy_for(name).metadata.features, robot=robot)
+        for name, samples in per_robot.items():
+            relative = policy_for(name).relative_actions
+            if relative is not None:
+                samples["action"] = relative.to_model(samples["action"], samples["state"])
+            key = name if len(shares) == 1 and len(per_robot) == 1 else f"{index}:{share.path.name}/{name}"
+            sources[key] = (name, samples)
+            weights[key] = share.weight / len(per_robot)
+    robots = sorted({name for name, _ in sources.values()})
+    features = policy_for(robots[0]).metadata.features
+    processors, new_stats = {}, {}
+    for name in robots:
+        if config.stats == "dataset":
+            parts = [samples for owner, samples in sources.values() if owner == name]
+            merged = {key: np.concatenate([part[key] for part in parts]) for key in ("state", "action")}
+            new_stats[name] = normalization_stats(merged, np.ones(len(merged["state"]), dtype=bool))
+            processors[name] = checkpoint.processor.with_stats(
+                new_stats[name], source=f"datasets {', '.join(str(share.path) for share in shares)}")
+        else:
+            processors[name] = policy_for(name).processor
     if config.lora_rank:
         add_lora(model, rank=config.lora_rank, alpha=config.lora_alpha)
     train = config.train_recipe()
-    log = {"source": str(source), "dataset": str(dataset_dir), "robot": robot, "config": asdict(config),
-           "samples": int(len(data["state"])), "episodes": int(len(set(data["episode"].tolist()))),
+    samples_per_source = {key: int(len(samples["state"])) for key, (_, samples) in sources.items()}
+    log = {"source": str(source), "dataset": ", ".join(str(share.path) for share in shares),
+           "datasets": [{"path": str(share.path), "weight": share.weight} for share in shares],
+           "robot": ", ".join(robots), "config": asdict(config),
+           "samples": sum(samples_per_source.values()), "samples_per_source": samples_per_source,
+           "batch_share": {key: round(weight / sum(weights.values()), 4) for key, weight in weights.items()},
+           "episodes": sum(len(set(samples["episode"].tolist())) for _, samples in sources.values()),
            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
            "parameters": sum(p.numel() for p in model.parameters()), "loss": [],
            "samples_seconds": round(time.perf_counter() - started, 1)}
@@ -152,12 +283,15 @@ def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config:
         (resume_dir / "state.json").write_text(json.dumps({"step": step, "config": asdict(config),
                                                            "loss": log["loss"]}), encoding="utf-8")
 
-    batches = {robot: Batches(data, seed=config.seed + start_step, task_weights={}, camera_keys=features.camera_keys)}
+    batches = {key: Batches(samples, seed=config.seed + start_step + i, task_weights={},
+                            camera_keys=features.camera_keys)
+               for i, (key, (_, samples)) in enumerate(sources.items())}
     bar = _progress(train.steps, start_step) if progress else None
     train_started = time.perf_counter()
-    optimize(model, batches, {robot: processor}, train, action_dim=features.action_dim, log=log,
-             start_step=start_step, optimizer=optimizer, checkpoint_every=config.checkpoint_every,
-             on_checkpoint=save_resume_point, progress=bar)
+    optimize(model, batches, {key: processors[name] for key, (name, _) in sources.items()}, train,
+             action_dim=features.action_dim, log=log, start_step=start_step, optimizer=optimizer,
+             checkpoint_every=config.checkpoint_every, on_checkpoint=save_resume_point, progress=bar,
+             order=weighted_order(weights) if len(sources) > 1 else None)
     if bar is not None:
         bar.close()
     log["train_seconds"] = round(time.perf_counter() - train_started, 1)
@@ -166,12 +300,12 @@ def finetune(spec: str, dataset_dir: Path, out_dir: Path, *, robot: str, config:
 
     robot_stats = {path.stem: load_robot_stats(source, path.stem)
                    for path in sorted((source / NORM_STATS_DIR).glob("*.safetensors"))}
-    if stats is not None:
-        robot_stats[robot] = stats
+    robot_stats.update(new_stats)
     save_checkpoint(out_dir, checkpoint.config, model, checkpoint.processor, robot_stats=robot_stats)
     (out_dir / "finetune_log.json").write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
+    mix = " + ".join(share.path.name + (f" ({share.weight:g})" if len(shares) > 1 else "") for share in shares)
     plot_loss(log, out_dir / "finetune_loss.png",
-              title=f"fine-tuning on {dataset_dir.name}, {log['trainable_parameters'] / 1e6:.2f}M trainable")
+              title=f"fine-tuning on {mix}, {log['trainable_parameters'] / 1e6:.2f}M trainable")
     return log
 
 
@@ -212,8 +346,11 @@ def _progress(total: int, done: int):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = FinetuneConfig()
     parser.add_argument("--policy", default="builtin", help="SmolVLA checkpoint directory, or builtin")
-    parser.add_argument("--dataset", type=Path, required=True, help="LeRobot v3 dataset (vla-ros record)")
-    parser.add_argument("--robot", help="robot config (default: the dataset's robot_type)")
+    parser.add_argument("--dataset", type=DatasetShare.parse, action="append", required=True, metavar="PATH[:WEIGHT]",
+                        help="LeRobot v3 dataset (vla-ros record) or the built-in VLA's training episodes "
+                             "(python -m vla_ros.policies.builtin.collect); repeat to mix datasets, WEIGHT being a "
+                             "dataset's share of the batches (default 1), e.g. --dataset new:0.5 --dataset old:0.5")
+    parser.add_argument("--robot", help="robot config of the LeRobot datasets (default: each one's robot_type)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (each one batch)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="samples per optimizer step")
@@ -230,18 +367,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    robot = args.robot
-    if robot is None:
-        info = args.dataset / "meta" / "info.json"
-        if not info.is_file():
-            raise ConfigError(f"{args.dataset} is not a LeRobot dataset (no meta/info.json)")
-        robot = json.loads(info.read_text(encoding="utf-8")).get("robot_type") or ""
-        if not robot:
-            raise ConfigError(f"{info} names no robot_type: pass --robot")
     config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                             lora_rank=args.lora_rank, checkpoint_every=args.checkpoint_every, stats=args.stats,
                             threads=args.threads)
-    log = finetune(args.policy, args.dataset, args.out, robot=robot, config=config, resume=args.resume,
+    log = finetune(args.policy, args.dataset, args.out, robot=args.robot, config=config, resume=args.resume,
                    progress=not args.no_progress)
     final = log["loss"][-1]["loss"] if log["loss"] else float("nan")
     print(f"wrote {args.out}: {log['samples']} samples from {log['episodes']} episodes, "

@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -243,13 +243,15 @@ class WeightAverage:
 def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainRecipe, *, action_dim: int,
              log: dict, start_step: int = 0, optimizer=None, checkpoint_every: int = 0,
              on_checkpoint: Callable[[int], None] | None = None, progress=None,
-             readout: GroundingReadout | None = None, average: WeightAverage | None = None):
+             readout: GroundingReadout | None = None, average: WeightAverage | None = None,
+             order: Sequence[str] | None = None):
     """Flow-matching steps `start_step`..`train.steps` on the trainable parameters of `model`; returns the optimizer.
 
-    One robot per batch (its own normalization), robots taking turns. Appends the mean loss of every 50 steps to
-    log["loss"]; calls `on_checkpoint(step)` every `checkpoint_every` steps (not at the last). With a `readout`,
-    its goal loss, weighted by `train.grounding_weight`, is added to every step's. With an `average`, it is
-    updated after every step.
+    One robot per batch (its own normalization), robots taking turns; `order` (keys of `batches`, cycled by step
+    number) draws some more often than others, as fine-tuning on weighted datasets does. Appends the mean loss of
+    every 50 steps to log["loss"]; calls `on_checkpoint(step)` every `checkpoint_every` steps (not at the last).
+    With a `readout`, its goal loss, weighted by `train.grounding_weight`, is added to every step's. With an
+    `average`, it is updated after every step.
     """
     import torch
 
@@ -257,7 +259,7 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
     parameters = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:
         optimizer = torch.optim.AdamW(parameters, lr=train.learning_rate, weight_decay=train.weight_decay)
-    robots = sorted(batches)
+    robots = list(order) if order else sorted(batches)
     started, running, running_goal = time.perf_counter(), 0.0, 0.0
     for step in range(start_step, train.steps):
         robot = robots[step % len(robots)]
