@@ -34,7 +34,9 @@ TARGET_SUCCESS_DROP = 0.1  # idle success - loaded success
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=DEFAULT_POLICY, help="policy spec")
-    parser.add_argument("--robots", default=",".join(SIM_ROBOTS), help="simulated robots, comma-separated")
+    parser.add_argument(
+        "--robots", default="so101,panda", help="simulated robots, comma-separated (the built-in VLA knows these two)"
+    )
     parser.add_argument("--task", default="touch", choices=sorted(TASK_TEMPLATES), help="task family")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per arm (idle and loaded, same seeds)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed+i")
