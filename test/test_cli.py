@@ -59,8 +59,9 @@ def test_bench_overhead_prints_json(capsys, tmp_path):
     assert [c["cameras"] for c in results["configurations"]] == [1, 3]
     for configuration in results["configurations"]:
         stages = configuration["stages_ms"]
-        assert set(stages) == {"decode", "prepare", "accept_chunk", "step", "total"}
+        assert set(stages) == {"decode", "prepare", "policy_images", "accept_chunk", "step", "total"}
         assert stages["total"]["max"] >= stages["step"]["max"] > 0
+        assert configuration["image_resize"] == "exact" and stages["policy_images"]["mean"] > 0  # LeRobot's resize
 
 
 def test_demo_sync_inference_waits_for_each_chunk_and_async_does_not(tmp_path):

@@ -64,10 +64,14 @@ def test_shipped_checkpoint_is_small_and_made_by_the_recipe_in_the_repository():
     log = json.loads((BUILTIN_CHECKPOINT / "training_log.json").read_text())
     assert log["recipe"] == json.loads(json.dumps(Recipe().to_dict()))  # weights and recipe.py agree
     shipped = json.loads((BUILTIN_CHECKPOINT / "config.json").read_text())
-    expected = build_config(Recipe().model).to_dict()
+    built = build_config(Recipe().model)
+    expected = built.to_dict()
     for key in ("chunk_size", "max_state_dim", "max_action_dim", "resize_imgs_with_padding", "num_vlm_layers",
-                "input_features", "output_features", "num_steps", RELATIVE_ACTIONS_KEY):
+                "input_features", "output_features", "num_steps"):
         assert shipped[key] == json.loads(json.dumps(expected[key])), key
+    ours = json.loads((BUILTIN_CHECKPOINT / "vla_ros.json").read_text())  # settings LeRobot must not see
+    assert ours[RELATIVE_ACTIONS_KEY] == built.vla_ros[RELATIVE_ACTIONS_KEY]
+    assert not any(key.startswith("vla_ros") for key in shipped)
 
 
 def test_recipe_collects_trains_and_writes_a_loadable_checkpoint(tmp_path):

@@ -4,6 +4,11 @@ Stages, worst case on purpose: every step decodes every camera from a raw sensor
 as most camera drivers publish), builds a full policy observation (joint selection by name, units, padding,
 resize-with-pad), and a new chunk is merged every half chunk, as in asynchronous inference.
 
+`--image-resize exact` (the default, as SmolVLA checkpoints from LeRobot run): the adapter hands frames over at
+their native size and the policy makes each model image as LeRobot's robot path does (float conversion, bilinear
+resize with padding, in torch); that is the stage `policy_images`, counted in the total although it runs in the
+inference worker, before the model's forward. `fast`: OpenCV's resize in the adapter (`prepare`), as before.
+
 Side by side (`--compare`), on the same stream (every camera delivers a frame every control tick):
 - vla_ros as the node runs it: `PolicyRunner` decodes each image as it arrives and builds the policy
   observation only when a chunk is due;
@@ -40,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"),
                         help="policy image size (pi0: 224 224, SmolVLA: 512 512)")
     parser.add_argument("--chunk-size", type=int, default=50)
+    parser.add_argument("--image-resize", choices=["exact", "fast"], default="exact",
+                        help="exact: the policy resizes frames as LeRobot does (torch); fast: OpenCV in the adapter")
     parser.add_argument("--compare", action="store_true", help="also run the side-by-side comparison")
     parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the plot")
 
 
-def _setup(robot: str, n_cameras: int, image_size: tuple[int, int], chunk_size: int):
+def _setup(robot: str, n_cameras: int, image_size: tuple[int, int], chunk_size: int, image_resize: str = "fast"):
     """(embodiment with `n_cameras` 640x480 cameras, policy features, a raw bgr8 frame per camera, the joint names
     as the robot reports them) of the benchmark's robot."""
     base = load_embodiment(robot)
@@ -52,7 +59,8 @@ def _setup(robot: str, n_cameras: int, image_size: tuple[int, int], chunk_size: 
     embodiment = replace(base, cameras=cameras)
     features = PolicyFeatures(state_dim=32, action_dim=32, chunk_size=chunk_size,
                               action_dt_s=embodiment.control_period_s, camera_keys=tuple(c.name for c in cameras),
-                              image_size=image_size)
+                              image_size=image_size, image_padding="top_left",
+                              resizes_images=image_resize == "exact")
     rng = np.random.default_rng(0)
     raw = {c.name: rng.integers(0, 255, size=480 * 640 * 3, dtype=np.uint8).tobytes() for c in cameras}
     # The robot reports its joints in another order plus a mimic finger: selection by name is part of the cost.
@@ -61,15 +69,18 @@ def _setup(robot: str, n_cameras: int, image_size: tuple[int, int], chunk_size: 
 
 
 def measure(robot: str, n_cameras: int, *, steps: int, image_size: tuple[int, int], chunk_size: int,
-            raw_ms: bool = False) -> dict | list[float]:
+            raw_ms: bool = False, image_resize: str = "fast") -> dict | list[float]:
     """Per-stage cost of the pipeline with the observation built every step; `raw_ms`: the per-step totals."""
-    embodiment, features, raw, names = _setup(robot, n_cameras, image_size, chunk_size)
+    embodiment, features, raw, names = _setup(robot, n_cameras, image_size, chunk_size, image_resize)
+    model_image = None
+    if features.resizes_images:
+        from vla_ros.policies.smolvla.processor import model_image
     pipeline = ActionPipeline(embodiment, features, PipelineConfig(merge=MergeStrategy.BLEND))
     period = embodiment.control_period_s
     home = embodiment.home
     pipeline.reset(home)
     refill_every = chunk_size // 2
-    stages = {"decode": [], "prepare": [], "accept_chunk": [], "step": [], "total": []}
+    stages = {"decode": [], "prepare": [], "policy_images": [], "accept_chunk": [], "step": [], "total": []}
     for k in range(steps + 200):
         now = k * period
         positions = np.append(home[::-1], 0.04) + 1e-3 * np.sin(now)
@@ -81,6 +92,10 @@ def measure(robot: str, n_cameras: int, *, steps: int, image_size: tuple[int, in
                                        instruction="pick up the red cube")
         batch, request = pipeline.prepare(observation)
         t2 = time.perf_counter()
+        if model_image is not None:
+            for key in features.camera_keys:
+                model_image(batch[f"observation.images.{key}"], image_size)
+        t_images = time.perf_counter()
         accept = 0.0
         if k % refill_every == 0:
             # Stands in for the model: a smooth chunk around home, in policy units (deltas for panda's arm).
@@ -95,15 +110,17 @@ def measure(robot: str, n_cameras: int, *, steps: int, image_size: tuple[int, in
         if k >= 200:  # warm-up: caches, allocator
             stages["decode"].append(t1 - t0)
             stages["prepare"].append(t2 - t1)
+            stages["policy_images"].append(t_images - t2)
             stages["accept_chunk"].append(accept)
             stages["step"].append(t4 - t3)
-            stages["total"].append((t1 - t0) + (t2 - t1) + accept + (t4 - t3))
+            stages["total"].append((t1 - t0) + (t2 - t1) + (t_images - t2) + accept + (t4 - t3))
     if raw_ms:
         return list(np.asarray(stages["total"]) * 1e3)
     return {
         "cameras": n_cameras,
         "camera_resolution": [480, 640],
         "policy_image_size": list(image_size),
+        "image_resize": image_resize,
         "stages_ms": {name: summarize_ms(np.asarray(values) * 1e3) for name, values in stages.items()},
     }
 
@@ -193,7 +210,7 @@ def _plot(results: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     configurations = results["configurations"]
     fig, axes = plt.subplots(1, 2 if "side_by_side" in results else 1, figsize=(10, 3.5), squeeze=False)
-    stages = ["decode", "prepare", "accept_chunk", "step"]
+    stages = ["decode", "prepare", "policy_images", "accept_chunk", "step"]
     for i, config in enumerate(configurations):
         bottom = 0.0
         for stage in stages:
@@ -227,7 +244,8 @@ def main(args: argparse.Namespace) -> int:
         "robot": args.robot,
         "steps": args.steps,
         "configurations": [
-            measure(args.robot, n, steps=args.steps, image_size=tuple(args.image_size), chunk_size=args.chunk_size)
+            measure(args.robot, n, steps=args.steps, image_size=tuple(args.image_size), chunk_size=args.chunk_size,
+                    image_resize=args.image_resize)
             for n in args.cameras
         ],
     }

@@ -133,8 +133,9 @@ class EmbodimentAdapter:
                 batch[image_mask_key(key)] = False
                 continue
             image = check_rgb(image, source=f"camera '{camera.name}'")
-            batch[image_key(key)] = (resize_with_pad(image, size, padding=self.features.image_padding)
-                                     if size is not None else image)
+            if size is not None and not self.features.resizes_images:
+                image = resize_with_pad(image, size, padding=self.features.image_padding)
+            batch[image_key(key)] = image
             batch[image_mask_key(key)] = True
         return batch, state
 

@@ -44,6 +44,9 @@ class PolicyFeatures:
     camera_keys: tuple[str, ...]  # observation.images.<key> the policy reads
     image_size: tuple[int, int] | None = None  # (H, W) images are resized (with padding) to; None keeps them
     image_padding: str = "center"  # where resize-with-pad puts the black bars: "center" or "top_left"
+    # True: the policy resizes camera frames itself, exactly as its reference implementation does, and the
+    # adapter hands them over at their native size (image_size is still the size the model sees).
+    resizes_images: bool = False
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "action_dim", "chunk_size"):

@@ -55,6 +55,10 @@ class PolicyOptions:
     warmup: bool = True  # run one chunk at load so that the first real chunk is not the slow one
     token: str | None = None  # remote servers: the shared secret, if the server asks for one
     threads: int | None = None  # CPU threads of the model's operations; None: chosen (vla_ros.policies.device)
+    # SmolVLA: "transformers4" or "transformers5" overrides the vision patch positions the checkpoint's files
+    # imply (None: found from them; see vla_ros.policies.smolvla.checkpoint.patch_positions_for).
+    patch_positions: str | None = None
+    image_resize: str = "exact"  # SmolVLA: "fast" resizes frames with OpenCV in the adapter (moves the actions)
 
 
 def make_policy(

@@ -328,8 +328,8 @@ def build_config(model: ModelRecipe):
         num_vlm_layers=model.text_layers,
         expert_width_multiplier=model.expert_width_multiplier,
         vlm_model_name="vlm",
-        extra={IMAGE_PADDING_KEY: "center",  # trained on the adapter's centred padding, not LeRobot's
-               RELATIVE_ACTIONS_KEY: {robot: "arm_joints" for robot in model.relative_action_robots}},
+        vla_ros={IMAGE_PADDING_KEY: "center",  # trained on the adapter's centred padding, not LeRobot's
+                 RELATIVE_ACTIONS_KEY: {robot: "arm_joints" for robot in model.relative_action_robots}},
     )
 
 

@@ -33,4 +33,5 @@ def load_policy(path: str | Path, *, embodiment: EmbodimentConfig, options: Poli
     from vla_ros.policies.smolvla.policy import load_smolvla
 
     return load_smolvla(Path(path), embodiment=embodiment, device=options.device, dtype=options.dtype,
-                        warmup=options.warmup)
+                        warmup=options.warmup, patch_positions=options.patch_positions,
+                        image_resize=options.image_resize)

@@ -1,7 +1,11 @@
 """SmolVLA's config.json, as LeRobot writes it: the fields that shape the model and its processing.
 
-Keys this backend does not use (optimizer and scheduler presets, hub settings, ...) are kept as they are, so
-that `from_dict(d).to_dict() == d` and a checkpoint we write still loads in LeRobot.
+Keys that do not change the actions (optimizer and scheduler presets, hub settings, ...) are kept as they are,
+so that `from_dict(d).to_dict() == d` and a checkpoint we write still loads in LeRobot. Any other key, or a
+value vla_ros does not implement, is refused by name: a checkpoint runs as LeRobot runs it or not at all.
+
+vla_ros's own settings (relative actions, padding, patch positions) live in vla_ros.json beside config.json,
+which LeRobot does not read; older checkpoints kept them in config.json as `vla_ros_<name>`, still read here.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ FEATURE_TYPES = ("STATE", "VISUAL", "ACTION", "ENV", "LANGUAGE", "REWARD")
 NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
 ATTENTION_MODES = ("cross_attn", "self_attn")
 LANGUAGE_PADDINGS = ("longest", "max_length")
+VLA_ROS_PREFIX = "vla_ros_"  # our keys in config.json before they moved to vla_ros.json
+# config.json keys of LeRobot's SmolVLA (0.4 - 0.6) that do not change the actions at inference.
+SETTINGS_KEYS = frozenset({
+    "device", "use_amp", "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path",
+    "pretrained_revision", "optimizer_lr", "optimizer_betas", "optimizer_eps", "optimizer_weight_decay",
+    "optimizer_grad_clip_norm", "scheduler_warmup_steps", "scheduler_decay_steps", "scheduler_decay_lr",
+    "compile_model", "compile_mode", "rtc_config", "use_peft",
+})
 
 
 @dataclass(frozen=True)
@@ -67,10 +79,14 @@ class SmolVLAConfig:
     expert_width_multiplier: float = 0.75
     min_period: float = 4e-3
     max_period: float = 4.0
-    extra: dict[str, Any] = field(default_factory=dict)  # every other key of config.json, written back unchanged
+    extra: dict[str, Any] = field(default_factory=dict)  # LeRobot's SETTINGS_KEYS present, written back unchanged
+    vla_ros: dict[str, Any] = field(default_factory=dict)  # vla_ros.json: our settings, which LeRobot never reads
     source: str = "<SmolVLAConfig>"  # where the values came from, for error messages
 
     def __post_init__(self) -> None:
+        # Callers (and old checkpoints) may still pass our settings as vla_ros_<name> keys: they belong in vla_ros.
+        for key in [k for k in self.extra if k.startswith(VLA_ROS_PREFIX)]:
+            self.vla_ros.setdefault(key[len(VLA_ROS_PREFIX):], self.extra.pop(key))
         self.validate()
 
     # -- derived values ----------------------------------------------------------------------------------------
@@ -113,13 +129,17 @@ class SmolVLAConfig:
         kind = data.get("type", CHECKPOINT_TYPE)
         if kind != CHECKPOINT_TYPE:
             raise ConfigError(f"this is a '{kind}' checkpoint, not '{CHECKPOINT_TYPE}'", source=source, key="type")
-        known = {f.name: f for f in fields(cls) if f.name not in ("extra", "source")}
+        known = {f.name: f for f in fields(cls) if f.name not in ("extra", "vla_ros", "source")}
         values: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
             if key == "type":
                 continue
             if key not in known:
+                if key not in SETTINGS_KEYS and not key.startswith(VLA_ROS_PREFIX):
+                    raise ConfigError(f"unknown key '{key}' (value {value!r}): vla_ros does not know what LeRobot does "
+                                      "with it, and refuses to run the checkpoint rather than run it differently. A "
+                                      "newer LeRobot may have written it: update vla_ros", source=source, key=key)
                 extra[key] = value
                 continue
             values[key] = _parse_value(key, value, known[key].default, source)
@@ -129,7 +149,7 @@ class SmolVLAConfig:
         """config.json content in LeRobot's layout (features as {type, shape} with list shapes)."""
         out: dict[str, Any] = {"type": CHECKPOINT_TYPE}
         for f in fields(self):
-            if f.name in ("extra", "source"):
+            if f.name in ("extra", "vla_ros", "source"):
                 continue
             value = getattr(self, f.name)
             if f.name in ("input_features", "output_features"):
@@ -186,6 +206,12 @@ class SmolVLAConfig:
             fail("expert_width_multiplier", f"must be > 0, got {self.expert_width_multiplier}")
         if not 0 < self.min_period < self.max_period:
             fail("min_period", f"need 0 < min_period < max_period, got {self.min_period}, {self.max_period}")
+        if self.n_obs_steps != 1:
+            fail("n_obs_steps", f"{self.n_obs_steps}: vla_ros feeds SmolVLA one observation per chunk, as LeRobot's "
+                 "SmolVLA does; a checkpoint asking for more is not one vla_ros can run")
+        if self.extra.get("use_peft"):
+            fail("use_peft", "true: the checkpoint holds PEFT adapters, which vla_ros does not load; merge them into "
+                 "the weights with LeRobot first (or fine-tune with `vla-ros finetune --lora-rank`)")
         if self.adapt_to_pi_aloha or self.use_delta_joint_actions_aloha:
             fail("adapt_to_pi_aloha", "the pi-internal ALOHA conversions are not supported by vla_ros: describe the "
                  "robot's units in its embodiment YAML instead")

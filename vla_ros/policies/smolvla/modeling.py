@@ -70,20 +70,28 @@ def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor) -> Tensor
     return out.transpose(1, 2).reshape(batch, length, heads * head_dim).to(value.dtype)
 
 
-def vision_position_ids(rows: int, cols: int, side: int, dtype: torch.dtype, device) -> Tensor:
-    """(rows * cols,) position-embedding index of each patch of an unpadded image, as transformers 4.x computes it.
+# How the vision model numbers its patches' position embeddings; SmolVLA inherits it from the transformers LeRobot
+# ran on. "transformers4" (LeRobot <= 0.4): coordinates i / n scaled by (1 - 1e-6) in the pixels' dtype; in float32
+# that moves every patch after the first down one bucket, in bfloat16 the factor rounds to 1 and it does not.
+# "transformers5" (LeRobot >= 0.5): i * (1 / n) in float32, clamped below 1, bucketed as is.
+PATCH_POSITIONS = ("transformers4", "transformers5")
 
-    SmolVLA checkpoints come from transformers 4.x, which scales patch coordinates i / n by (1 - 1e-6) in the
-    pixels' dtype before bucketing: in float32 that moves every patch after the first down one bucket, in
-    bfloat16 the factor rounds to 1 and it does not. transformers 5 buckets i / n as is; reproducing 4.x keeps
-    the actions equal to LeRobot's in every dtype.
-    """
+
+def vision_position_ids(rows: int, cols: int, side: int, dtype: torch.dtype, device,
+                        patch_positions: str = "transformers5") -> Tensor:
+    """(rows * cols,) position-embedding index of each patch of an unpadded image, as `patch_positions` numbers it."""
     boundaries = torch.arange(1 / side, 1.0, 1 / side, device=device)
 
     def buckets(count: int) -> Tensor:
-        fractions = torch.arange(count, device=device, dtype=dtype) / count * (1 - 1e-6)
+        if patch_positions == "transformers4":
+            fractions = torch.arange(count, device=device, dtype=dtype) / count * (1 - 1e-6)
+        else:
+            step = 1.0 / torch.tensor(count, device=device)
+            fractions = torch.clamp(torch.arange(count, device=device, dtype=torch.float32) * step, max=1.0 - 1e-6)
         return torch.bucketize(fractions, boundaries, right=True)
 
+    if patch_positions not in PATCH_POSITIONS:
+        raise ConfigError(f"patch positions '{patch_positions}' is not one of {', '.join(PATCH_POSITIONS)}")
     return (buckets(rows)[:, None] * side + buckets(cols)[None, :]).flatten()
 
 
@@ -139,9 +147,13 @@ class RTCGuidance:
 class SmolVLMWithExpert(nn.Module):
     """SmolVLM (text model cut to `num_vlm_layers`) and the action expert; LeRobot's module and parameter names."""
 
-    def __init__(self, config: SmolVLAConfig, vlm_config):
+    def __init__(self, config: SmolVLAConfig, vlm_config, *, patch_positions: str = "transformers5"):
         super().__init__()
         from transformers import AutoModel, SmolVLMForConditionalGeneration
+
+        if patch_positions not in PATCH_POSITIONS:
+            raise ConfigError(f"patch positions '{patch_positions}' is not one of {', '.join(PATCH_POSITIONS)}")
+        self.patch_positions = patch_positions
 
         self.vlm = SmolVLMForConditionalGeneration(vlm_config)
         text_model = self.vlm.model.text_model
@@ -212,7 +224,8 @@ class SmolVLMWithExpert(nn.Module):
         pixels = pixels.to(vision.dtype)
         patches = embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2)
         rows, cols = pixels.shape[2] // embeddings.patch_size, pixels.shape[3] // embeddings.patch_size
-        positions = vision_position_ids(rows, cols, embeddings.num_patches_per_side, pixels.dtype, pixels.device)
+        positions = vision_position_ids(rows, cols, embeddings.num_patches_per_side, pixels.dtype, pixels.device,
+                                        self.patch_positions)
         hidden = patches + embeddings.position_embedding(positions)[None]
         encoded = vision.encoder(inputs_embeds=hidden, attention_mask=None)
         hidden = encoded[0] if isinstance(encoded, tuple) else encoded.last_hidden_state
@@ -242,9 +255,10 @@ class SmolVLAModel(nn.Module):
     (B, chunk_size, max_action_dim), normalized and zero-padded. Time runs from 1 (noise) to 0 (actions).
     """
 
-    def __init__(self, config: SmolVLAConfig, vlm_config, *, image_special_tokens: tuple[int, int] | None = None):
+    def __init__(self, config: SmolVLAConfig, vlm_config, *, image_special_tokens: tuple[int, int] | None = None,
+                 patch_positions: str = "transformers5"):
         """`image_special_tokens`: the tokenizer's (fake_image_token_id, global_image_token_id), needed only when
-        config.add_image_special_tokens."""
+        config.add_image_special_tokens. `patch_positions`: one of PATCH_POSITIONS, as the weights were trained."""
         super().__init__()
         self.config = config
         self.vlm_config = vlm_config
@@ -252,7 +266,7 @@ class SmolVLAModel(nn.Module):
             raise ConfigError("add_image_special_tokens needs the tokenizer's image token ids",
                               source=config.source, key="add_image_special_tokens")
         self.image_special_tokens = image_special_tokens
-        self.vlm_with_expert = SmolVLMWithExpert(config, vlm_config)
+        self.vlm_with_expert = SmolVLMWithExpert(config, vlm_config, patch_positions=patch_positions)
         text_hidden = vlm_config.text_config.hidden_size
         expert_hidden = self.vlm_with_expert.expert_hidden_size
         self.state_proj = nn.Linear(config.max_state_dim, text_hidden)
@@ -260,7 +274,15 @@ class SmolVLAModel(nn.Module):
         self.action_out_proj = nn.Linear(expert_hidden, config.max_action_dim)
         self.action_time_mlp_in = nn.Linear(2 * expert_hidden, expert_hidden)
         self.action_time_mlp_out = nn.Linear(expert_hidden, expert_hidden)
+        self.tied_word_embeddings = False
         self.set_trainable()
+
+    def tie_word_embeddings(self) -> None:
+        """Share the VLM's embedding matrix with its language head, as a tied VLM does (SmolVLA reads neither
+        head output, but a checkpoint written back must keep them one matrix)."""
+        vlm = self.vlm_with_expert.vlm
+        vlm.lm_head.weight = vlm.model.text_model.get_input_embeddings().weight
+        self.tied_word_embeddings = True
 
     # -- training setup ----------------------------------------------------------------------------------------
 

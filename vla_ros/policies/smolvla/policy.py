@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,22 +12,34 @@ import torch
 
 from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.errors import ConfigError, PolicyError
-from vla_ros.core.features import ACTION, STATE, TASK, PolicyFeatures, PolicyObservation, image_key, image_mask_key
+from vla_ros.core.features import STATE, TASK, PolicyFeatures, PolicyObservation, image_key, image_mask_key
 from vla_ros.policies.base import ChunkPrefix, Policy, PolicyMetadata
 from vla_ros.policies.device import select_device, select_dtype
-from vla_ros.policies.smolvla.checkpoint import SmolVLACheckpoint, load_checkpoint, load_robot_stats, robot_stats_path
+from vla_ros.policies.smolvla.checkpoint import (
+    VLA_ROS_FILE,
+    SmolVLACheckpoint,
+    load_checkpoint,
+    load_robot_stats,
+    robot_stats_path,
+)
 from vla_ros.policies.smolvla.modeling import RTCGuidance
 from vla_ros.policies.smolvla.processor import RelativeActions, batch_to
 
 WARMUP_INSTRUCTION = "warm up"
-# config.json key of ours: where the adapter pads resized images. LeRobot pads top and left; the built-in
-# model was trained on vla_ros's centred padding and says so.
-IMAGE_PADDING_KEY = "vla_ros_image_padding"
-# config.json key of ours: "arm_joints" where the network predicts the arm joints' actions as offsets from the
+# vla_ros.json keys (older checkpoints: config.json keys vla_ros_<key>, still read).
+# image_padding: "center" where the model was trained by vla_ros on the adapter's OpenCV resize with centred
+# padding (the built-in one): the adapter then resizes, as in its training. Absent: a LeRobot checkpoint, which
+# sees each camera frame exactly as LeRobot's robot pipeline prepares it (policy-side resize, top-left padding).
+IMAGE_PADDING_KEY = "image_padding"
+# relative_actions: "arm_joints" where the network predicts the arm joints' actions as offsets from the
 # observation's state (grippers stay absolute), or {robot: "arm_joints"} for the robots where it does; the others'
-# are absolute. LeRobot's SmolVLA predicts absolute actions and ignores the key.
-RELATIVE_ACTIONS_KEY = "vla_ros_relative_actions"
+# are absolute. LeRobot's SmolVLA predicts absolute actions: in LeRobot such a checkpoint's arm actions are offsets.
+RELATIVE_ACTIONS_KEY = "relative_actions"
 RELATIVE_ACTION_MODES = ("arm_joints",)
+# How camera frames reach the model: "exact" (LeRobot's float resize inside the policy) or "fast" (OpenCV's
+# uint8 resize in the adapter: cheaper, and the actions move; see docs/policies.md).
+IMAGE_RESIZES = ("exact", "fast")
+LOGGER = logging.getLogger("vla_ros.policies.smolvla")
 MAX_GUIDANCE_WEIGHT = 5.0  # beta of the RTC paper: caps the guidance early and late in the flow
 
 
@@ -39,10 +52,11 @@ class SmolVLAPolicy(Policy):
     """
 
     def __init__(self, checkpoint: SmolVLACheckpoint, *, action_dt_s: float, embodiment: EmbodimentConfig | None = None,
-                 warmup: bool = True, load_started_s: float | None = None):
+                 warmup: bool = True, load_started_s: float | None = None, image_resize: str = "exact"):
         """`embodiment`: the robot driven; its `<checkpoint>/norm_stats/<robot>.safetensors` replace the checkpoint's
         stats if they exist, and its grippers are what a relative-action checkpoint keeps absolute.
-        `load_started_s`: time.perf_counter() when loading began, for metadata.load_time_s."""
+        `load_started_s`: time.perf_counter() when loading began, for metadata.load_time_s. `image_resize`: one
+        of IMAGE_RESIZES (checkpoints vla_ros trained with centred padding always resize as in training)."""
         self._config = config = checkpoint.config
         self._model = checkpoint.model
         self._processor = checkpoint.processor
@@ -56,10 +70,16 @@ class SmolVLAPolicy(Policy):
         self._device, self._dtype = self._model.device, self._model.dtype
         self._generator = torch.Generator(device="cpu")
         self._generator.seed()
+        if image_resize not in IMAGE_RESIZES:
+            raise ConfigError(f"image resize '{image_resize}' is not one of {', '.join(IMAGE_RESIZES)}")
+        padding = config.vla_ros.get(IMAGE_PADDING_KEY, "top_left")
         features = PolicyFeatures(state_dim=config.state_dim, action_dim=config.action_dim,
                                   chunk_size=config.chunk_size, action_dt_s=action_dt_s,
                                   camera_keys=config.camera_keys, image_size=config.image_size,
-                                  image_padding=config.extra.get(IMAGE_PADDING_KEY, "top_left"))
+                                  image_padding=padding,
+                                  resizes_images=image_resize == "exact" and padding == "top_left")
+        self.patch_positions = checkpoint.model.vlm_with_expert.patch_positions
+        self.patch_positions_reason = checkpoint.patch_positions_reason
         if warmup:
             self._warm_up(features)
         n_parameters = sum(p.numel() for p in self._model.parameters())
@@ -68,9 +88,11 @@ class SmolVLAPolicy(Policy):
             name="smolvla", features=features,
             description=(f"SmolVLA ({n_parameters / 1e6:.1f}M parameters, {config.num_steps} flow steps, "
                          f"{dtype_name} on {self._device}, stats from {stats_source}"
-                         f"{', arm actions relative to the state' if self.relative_actions else ''}) "
+                         f"{', arm actions relative to the state' if self.relative_actions else ''}, "
+                         f"{self.patch_positions} patch positions ({self.patch_positions_reason}), "
+                         f"{'exact' if features.resizes_images else 'OpenCV'} image resize) "
                          f"from {checkpoint.directory}"),
-            normalization={STATE: config.normalization_mode("STATE"), ACTION: config.normalization_mode("ACTION")},
+            normalization=self._processor.modes(),
             device=str(self._device), dtype=dtype_name,
             load_time_s=time.perf_counter() - load_started_s if load_started_s is not None else 0.0,
             supports_prefix=True,
@@ -162,21 +184,26 @@ class SmolVLAPolicy(Policy):
 
 
 def load_smolvla(path: Path, *, embodiment: EmbodimentConfig, device: str = "auto", dtype: str = "auto",
-                 warmup: bool = True) -> SmolVLAPolicy:
+                 warmup: bool = True, patch_positions: str | None = None, image_resize: str = "exact"
+                 ) -> SmolVLAPolicy:
+    """`patch_positions`: None/"auto" (found from the checkpoint, checkpoint.patch_positions_for), "transformers4"
+    or "transformers5"; which one runs, and why, is logged and in the policy's description."""
     started = time.perf_counter()
     torch_device = select_device(device)
     torch_dtype = select_dtype(torch_device, dtype)
-    checkpoint = load_checkpoint(path, device=torch_device, dtype=torch_dtype)
+    checkpoint = load_checkpoint(path, device=torch_device, dtype=torch_dtype, patch_positions=patch_positions)
+    LOGGER.info("SmolVLA %s: %s patch positions (%s)", path, checkpoint.model.vlm_with_expert.patch_positions,
+                checkpoint.patch_positions_reason)
     return SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, embodiment=embodiment,
-                         warmup=warmup, load_started_s=started)
+                         warmup=warmup, load_started_s=started, image_resize=image_resize)
 
 
 def _relative_actions(checkpoint: SmolVLACheckpoint, embodiment: EmbodimentConfig | None) -> RelativeActions | None:
     """The checkpoint's relative-action transform for this robot; None where it predicts absolute actions."""
-    mode = checkpoint.config.extra.get(RELATIVE_ACTIONS_KEY)
+    mode = checkpoint.config.vla_ros.get(RELATIVE_ACTIONS_KEY)
     if mode is None or mode == {}:
         return None
-    source = str(checkpoint.directory / "config.json")
+    source = str(checkpoint.directory / VLA_ROS_FILE)
     if embodiment is None:
         raise ConfigError("this checkpoint predicts arm joints relative to the state and must know the robot and "
                           "which of its joints are grippers: load it for a robot (an embodiment config)",

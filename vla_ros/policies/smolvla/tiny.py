@@ -37,11 +37,13 @@ def tiny_vlm_config(
     text_intermediate: int | None = None,
     vision_intermediate: int | None = None,
     max_position_embeddings: int = 2048,
+    tie_word_embeddings: bool = False,
 ):
     """A transformers SmolVLMConfig of the given sizes (Llama text model, SigLIP-style vision model).
 
     `image_size` / `patch_size` patches per side must be divisible by `scale_factor` (the connector's pixel
-    shuffle); each image then becomes (image_size / patch_size / scale_factor)^2 tokens.
+    shuffle); each image then becomes (image_size / patch_size / scale_factor)^2 tokens. `tie_word_embeddings`:
+    the language head shares the embedding matrix (LeRobot then saves only one of the two tensors).
     """
     from transformers import SmolVLMConfig
 
@@ -73,7 +75,7 @@ def tiny_vlm_config(
         "head_dim": text_hidden // heads,
         "max_position_embeddings": max_position_embeddings,
         "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": tie_word_embeddings,
         "pad_token_id": 0,
     }
     return SmolVLMConfig(
@@ -81,7 +83,7 @@ def tiny_vlm_config(
         text_config=text_config,
         scale_factor=scale_factor,
         image_token_id=min(3, vocab_size - 1),
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         pad_token_id=0,
     )
 
