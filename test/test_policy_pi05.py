@@ -201,3 +201,20 @@ def test_tied_embeddings_saved_as_the_output_head_only_load(fixture_dir, tmp_pat
     batch = fixtures.observations(io, fixtures.read_cases(fixture_dir)["tasks"], "two_cameras")
     actions = policy.sample(batch, torch.from_numpy(io["noise"]))
     assert np.abs(actions - io["actions_two_cameras"]).max() <= fixtures.TOLERANCE
+
+
+def test_bfloat16_runs_near_the_float32_actions(fixture_dir):
+    """bfloat16 is not a parity claim (LeRobot's bfloat16 keeps other layers in float32): it runs, close by."""
+    import torch
+
+    from vla_ros.policies.pi05.checkpoint import load_checkpoint
+    from vla_ros.policies.pi05.policy import PiPolicy
+
+    io = fixtures.load_io(fixture_dir)
+    batch = fixtures.observations(io, fixtures.read_cases(fixture_dir)["tasks"], "two_cameras")
+    checkpoint = load_checkpoint(fixture_dir / "checkpoint", dtype=torch.bfloat16)
+    policy = PiPolicy(checkpoint, action_dt_s=0.1, warmup=False)
+    assert policy.metadata.dtype == "bfloat16"
+    actions = policy.sample(batch, torch.from_numpy(io["noise"]))
+    assert actions.dtype == np.float32 and np.isfinite(actions).all()
+    assert np.abs(actions - io["actions_two_cameras"]).max() < 0.5

@@ -193,8 +193,9 @@ class PiFlowModel(nn.Module):
         paligemma = self.paligemma_with_expert.paligemma.model
         embeddings, pad_masks = [], []
         for image, mask in zip(images, image_masks, strict=True):
-            features = paligemma.vision_tower(image.float()).last_hidden_state
-            features = paligemma.multi_modal_projector(features).to(image.dtype)
+            vision_dtype = paligemma.multi_modal_projector.linear.weight.dtype
+            features = paligemma.vision_tower(image.to(vision_dtype)).last_hidden_state
+            features = paligemma.multi_modal_projector(features)
             embeddings.append(features)
             pad_masks.append(mask[:, None].expand(*features.shape[:2]))
         # Gemma scales its token embeddings by sqrt(width) (transformers' scaled word embedding).
@@ -210,7 +211,9 @@ class PiFlowModel(nn.Module):
         time_embedding = sinusoidal_embedding(
             time, self.action_in_proj.out_features, self.config.min_period, self.config.max_period
         ).type(time.dtype)
-        actions = self.action_in_proj(noisy_actions)
+        dtype = self.action_in_proj.weight.dtype  # float32 in LeRobot's float32 runs: the casts are no-ops there
+        time_embedding = time_embedding.to(dtype)
+        actions = self.action_in_proj(noisy_actions.to(dtype))
         chunk = self.config.chunk_size
         if self.config.is_pi05:
             condition = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_embedding))))

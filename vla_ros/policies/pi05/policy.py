@@ -101,7 +101,7 @@ class PiPolicy(Policy):
                 batch["tokens"].to(self._device),
                 batch["token_masks"].to(self._device),
                 None if batch["state"] is None else batch["state"].to(self._device, dtype),
-                noise.to(self._device, dtype),
+                noise.to(self._device, torch.float32),  # the Euler steps integrate in float32
             )
         return self._processor.unnormalize_actions(actions)
 
