@@ -140,9 +140,14 @@ def test_lifecycle_configure_activate_and_commands_reach_the_controllers(graph):
     assert wait_for(lambda: len(robot.received(robot.arm, start)) > 10), "no trajectories on the arm controller"
     msg = robot.received(robot.arm, start)[-1]
     assert list(msg.joint_names) == ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"]
-    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (0, 0)  # start at the controller's next update
-    (point,) = msg.points
-    assert point.time_from_start.sec == 0 and point.time_from_start.nanosec == pytest.approx(1e9 / 30, abs=1e3)
+    # A stamped lookahead (docs/ros2-control.md): absolute time, one point per period from the last command sent,
+    # velocities for cubic splines, ending at rest.
+    assert msg.header.stamp.sec > 0
+    times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points]
+    assert len(msg.points) >= 3 and times[0] == pytest.approx(1 / 30, abs=1e-6)
+    assert np.all(np.diff(times) > 0) and np.diff(times)[:2] == pytest.approx([1 / 30, 1 / 30], abs=1e-6)
+    assert all(len(p.velocities) == 5 for p in msg.points) and not any(msg.points[-1].velocities)
+    point = msg.points[1]  # the command of the tick that sent it
     gripper = robot.received(robot.gripper, start)
     assert gripper and list(gripper[-1].joint_names) == ["gripper"]
     # The expert moves away from home: the commands move too.

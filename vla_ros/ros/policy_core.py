@@ -162,6 +162,7 @@ class PolicyNodeCore:
     def cleanup(self) -> None:
         if self.active:
             self.send_hold()
+            self.logger.info("stopped commanding: the arm brakes to a hold")
         self._stop_commanding()
         if self.runner is not None:
             self.runner.close()

@@ -81,6 +81,11 @@ class PolicyNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         return self.on_cleanup(state)
 
+    def on_process_exit(self) -> None:
+        """Ctrl-C: stop commanding (the arm brakes to a hold), the timers and the inference thread, while the ROS
+        context is still valid (run_node calls this after spinning stops)."""
+        self.core.cleanup()
+
     # -- action outputs ----------------------------------------------------------------------------------------------
 
     def _action_output(self, output: OutputSpec):
