@@ -22,6 +22,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from vla_ros.bench import closed_loop, grounding, inference, load, overhead, soak, transport
+    from vla_ros.bench import serve as serve_bench
     from vla_ros.cli import demo, nodes, record
     from vla_ros.policies import finetune
     from vla_ros.policies.remote import cli as serve
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.main)
 
-    serve_parser = commands.add_parser("serve", help="serve a policy over openpi's websocket protocol")
+    serve_parser = commands.add_parser("serve", help="serve a policy over openpi's, Isaac-GR00T's or OpenVLA's "
+                                       "protocol")
     serve.add_arguments(serve_parser)
     serve_parser.set_defaults(run=serve.main)
 
@@ -80,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "joint state latency, throughput and loss")
     transport.add_arguments(transport_parser)
     transport_parser.set_defaults(run=transport.main)
+    serve_bench_parser = benches.add_parser("serve", help="one policy server, several robots: throughput and "
+                                            "latency, batched vs one request at a time")
+    serve_bench.add_arguments(serve_bench_parser)
+    serve_bench_parser.set_defaults(run=serve_bench.main)
     soak_parser = benches.add_parser("soak", help="the policy node's logic driving the simulator in real time for "
                                      "a long time: memory growth and missed control deadlines")
     soak.add_arguments(soak_parser)

@@ -1,7 +1,10 @@
 """One model worker for every client of a policy server, batching concurrent requests into one forward pass.
 
-A request that arrives while the model is busy, or within `max_wait_s` of the first request of a batch, joins
-that batch, up to `max_batch` requests. Requests run together only where the policy has
+The worker takes the oldest request, then every request already queued, then waits at most `max_wait_s` for
+more while fewer requests are in hand than clients were active in the last `ACTIVE_WINDOW_S` (a lone robot never
+waits; robots in step fill a batch without waiting out the bound), up to `max_batch`. Without the wait, robots
+that fell out of step would take turns forever, each arriving while the other's chunk is computed.
+Requests run together only where the policy has
 `predict_chunks(observations) -> (B, H, A)` and their inputs have the same shapes (the same model, the same
 image sizes); the others run one after another in the same worker. The model is never called from two threads.
 """
@@ -27,6 +30,7 @@ from vla_ros.policies.base import Policy
 logger = logging.getLogger("vla_ros.serve")
 
 MAX_WAIT_LIMIT_S = 0.005  # the longest a request may be held back waiting for company
+ACTIVE_WINDOW_S = 2.0  # a client that sent a request this recently counts as active (a chunk takes < 1 s here)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class _Request:
     future: Future
     received: float = field(default_factory=time.perf_counter)
     call: Callable[[], Any] | None = None  # instead of an inference: run this between batches
+    client: Any = None  # who sent it (a connection, a peer); None: unknown, counted as a client of its own
 
 
 def can_batch(policy: Policy) -> bool:
@@ -74,16 +79,17 @@ class InferenceBatcher:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self.batches_run = 0
         self.requests_run = 0
+        self._last_seen: dict[Any, float] = {}  # client -> when its last request arrived (worker thread only)
         self._thread = threading.Thread(target=self._run, name="vla_ros_serve_model", daemon=True)
         self._thread.start()
 
-    def submit(self, observation: PolicyObservation) -> Future:
-        """A Future of the request's (actions, timing)."""
+    def submit(self, observation: PolicyObservation, *, client: Any = None) -> Future:
+        """A Future of the request's (actions, timing); `client` (hashable) tells robots apart for the wait."""
         future: Future = Future()
         if not self._thread.is_alive():
             future.set_exception(PolicyError("the policy server is shutting down"))
             return future
-        self._queue.put(_Request(observation, future))
+        self._queue.put(_Request(observation, future, client=client))
         return future
 
     def call(self, function) -> Future:
@@ -114,17 +120,22 @@ class InferenceBatcher:
             batch = [first]
             stop = False
             if self.batching:
-                deadline = first.received + self.config.max_wait_s
+                deadline = time.perf_counter() + self.config.max_wait_s
                 while len(batch) < self.config.max_batch:
+                    now = time.perf_counter()
+                    waiting = len(batch) < self._active_clients(batch, now)
                     try:
-                        # Requests that queued while the model was busy join at once; then wait out the deadline.
-                        request = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+                        request = (self._queue.get(timeout=max(0.0, deadline - now)) if waiting
+                                   else self._queue.get_nowait())
                     except queue.Empty:
                         break
                     if request is None:
                         stop = True
                         break
                     batch.append(request)
+            for request in batch:
+                if request.client is not None:
+                    self._last_seen[request.client] = request.received
             groups: dict[tuple, list[_Request]] = {}
             for request in batch:
                 if request.call is not None:  # the requests before it run first
@@ -147,6 +158,13 @@ class InferenceBatcher:
             request.future.set_result(request.call())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             request.future.set_exception(exc)
+
+    def _active_clients(self, batch: list[_Request], now: float) -> int:
+        """Clients seen within ACTIVE_WINDOW_S, those of `batch` included; an unknown sender counts as new."""
+        for client in [c for c, seen in self._last_seen.items() if now - seen > ACTIVE_WINDOW_S]:
+            del self._last_seen[client]
+        known = set(self._last_seen) | {r.client for r in batch if r.client is not None}
+        return len(known) + sum(r.client is None for r in batch) + (1 if any(r.client is None for r in batch) else 0)
 
     def _infer(self, group: list[_Request]) -> None:
         group = [request for request in group if request.future.set_running_or_notify_cancel()]

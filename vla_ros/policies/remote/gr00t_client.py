@@ -38,6 +38,14 @@ class ServerError(PolicyError):
     """The server answered {"error": ...}."""
 
 
+class NoReply(PolicyError):
+    """The server did not answer in time; `reason` says so in a few words."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 class Gr00tRemotePolicy(Policy):
     """Predicts chunks on a GR00T policy server; state and action parts are in the robot's policy units."""
 
@@ -195,9 +203,9 @@ class Gr00tRemotePolicy(Policy):
             if not self._socket.poll(int(timeout_s * 1e3), zmq.POLLIN):
                 # A late reply would answer the next request: this socket cannot be trusted any more.
                 self._close_socket()
-                self._mark_down(f"no reply within {timeout_s:g} s")
-                raise PolicyError(f"GR00T policy server {self.url} sent no reply to '{endpoint}' within "
-                                  f"{timeout_s:g} s; reconnecting (the arm holds)")
+                reason = f"no reply to '{endpoint}' within {timeout_s:.3g} s"
+                self._mark_down(reason)
+                raise NoReply(f"GR00T policy server {self.url} sent {reason}; reconnecting (the arm holds)", reason)
             reply = self._socket.recv()
         if reply == b"ERROR":  # some Isaac-GR00T servers' way of failing
             raise ServerError(f"GR00T policy server {self.url} failed on '{endpoint}'")
@@ -291,7 +299,7 @@ class Gr00tRemotePolicy(Policy):
                     configs = wire.modality_configs_from_wire(self._call("get_modality_config"), source=self.url)
                 except PolicyError as exc:
                     with self._state_lock:
-                        self._last_error = str(exc)
+                        self._last_error = getattr(exc, "reason", str(exc))
                     continue
                 if configs != self._configs:
                     with self._state_lock:

@@ -193,7 +193,7 @@ class Gr00tServer:
         received = time.perf_counter()
         nested = isinstance(data, Mapping) and "observation" in data
         observations, batched = self._observations(data["observation"] if nested else data, nested=nested)
-        futures = [self._batcher.submit(observation) for observation in observations]
+        futures = [self._batcher.submit(observation, client=identity) for observation in observations]
         remaining = [len(futures)]
         lock = threading.Lock()
 

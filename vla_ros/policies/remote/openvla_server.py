@@ -110,9 +110,9 @@ class OpenVlaServer:
             raise ObservationError(str(exc)) from None
         return self._observation(payload), encoded
 
-    def act(self, observation: PolicyObservation, *, encoded: bool) -> Any:
+    def act(self, observation: PolicyObservation, *, encoded: bool, client: Any = None) -> Any:
         """The reply body for a parsed request (raises whatever the policy raises)."""
-        actions, _ = self._batcher.submit(observation).result()
+        actions, _ = self._batcher.submit(observation, client=client).result()
         state = self.converter.adapter.state_from_policy(observation[STATE])
         reply = self.converter.from_chunk(actions, state, self.steps).astype(np.float32)
         body = list(reply) if self.chunked else reply[0]
@@ -231,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ObservationError as exc:
             return self._error(http.HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
         try:
-            reply = state.act(observation, encoded=encoded)
+            reply = state.act(observation, encoded=encoded, client=self.client_address)
         except Exception as exc:  # noqa: BLE001 - any policy failure goes back to the client, which holds its arm
             logger.error("policy failed on a request from %s", self.address_string(), exc_info=exc)
             return self._error(http.HTTPStatus.INTERNAL_SERVER_ERROR, f"policy failed: {type(exc).__name__}: {exc}")

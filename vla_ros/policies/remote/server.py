@@ -159,7 +159,7 @@ class PolicyServer:
                 await _fail(connection, f"invalid observation: {exc}", close_code.INVALID_DATA, websockets)
                 return
             try:
-                actions, timing = await asyncio.wrap_future(self._batcher.submit(observation))
+                actions, timing = await asyncio.wrap_future(self._batcher.submit(observation, client=peer))
                 reply = protocol.pack(protocol.reply_to_wire(actions, timing | (
                     {} if previous_total_ms is None else {"prev_total_ms": previous_total_ms})))
             except Exception as exc:  # noqa: BLE001 - any policy failure goes back to the client, which holds its arm
