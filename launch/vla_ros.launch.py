@@ -26,7 +26,7 @@ from vla_ros.ros.launch_params import (
     policy_node_parameters,
     sim_node_parameters,
 )
-from vla_ros.ros.mock_bringup import mock_processes
+from vla_ros.ros.mock_bringup import mock_processes, preview_description
 from vla_ros.ros.mock_control import controllers_yaml_text
 
 ARGUMENTS = [
@@ -61,10 +61,8 @@ ARGUMENTS = [
 ]
 
 
-def _ghost_robot(description_file: str, use_sim_time: bool):
+def _ghost_robot(description: str, use_sim_time: bool):
     """robot_state_publisher on the policy node's ~/preview: the commanded pose in rviz, under frames preview/*."""
-    with open(description_file, encoding="utf-8") as f:
-        description = f.read()
     return Node(package="robot_state_publisher", executable="robot_state_publisher", name="preview_state_publisher",
                 namespace="preview", output="screen",
                 parameters=[{"robot_description": description, "frame_prefix": "preview/",
@@ -93,7 +91,12 @@ def _nodes(context):
     parameters = policy_node_parameters(robot=arg["robot"], sim=arg["sim"], policy=arg["policy"],
                                         instruction=arg["instruction"], dry_run=arg["dry_run"],
                                         use_sim_time=arg["use_sim_time"])
-    actions = [_ghost_robot(arg["description_file"], parameters["use_sim_time"])] if arg["description_file"] else []
+    if arg["description_file"]:
+        with open(arg["description_file"], encoding="utf-8") as f:
+            ghost = f.read()
+    else:  # sim:=mock knows a description of its own (robots with one controller manager)
+        ghost = preview_description(load_embodiment(arg["robot"])) if arg["sim"] == "mock" else None
+    actions = [_ghost_robot(ghost, parameters["use_sim_time"])] if ghost else []
     if arg["sim"] == "mujoco" and arg["policy"] == "expert":
         # The scripted expert reads the simulator's ground truth, so both nodes share one process.
         actions.append(Node(package="vla_ros", executable="demo_node", output="screen",

@@ -79,6 +79,15 @@ def mock_processes(embodiment: EmbodimentConfig, *, params_file: str, descriptio
                                            params_file=params_file, spawner_timeout_s=spawner_timeout_s)]
 
 
+def preview_description(embodiment: EmbodimentConfig) -> str | None:
+    """The generated URDF for the ghost robot of the policy node's ~/preview (whose joint names are the robot
+    config's); None where the controllers use other names or several controller managers (ALOHA)."""
+    groups = control_groups(embodiment)
+    if len(groups) != 1 or any(robot != wire for robot, wire in groups[0].joints):
+        return None
+    return generated_urdf(embodiment, groups[0])
+
+
 class MockHardware:
     """The mock bring-up of one robot as child processes; a context manager that stops them all on exit.
 
