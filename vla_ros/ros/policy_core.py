@@ -44,6 +44,10 @@ PARAMETERS = {
     "dtype": ("auto", "model precision: auto (bfloat16 on capable GPUs, float32 on CPU), float32, bfloat16, float16"),
     "inference_threads": (-1, "CPU threads of the model's operations; -1: chosen from the model's size and the "
                               "cores (the log says what and why)"),
+    "patch_positions": ("auto", "SmolVLA: the vision patch positions its weights were trained with: auto (from the "
+                                "checkpoint's files, logged), transformers4 (LeRobot <= 0.4) or transformers5"),
+    "image_resize": ("exact", "SmolVLA: exact (frames resized as LeRobot's robot loop does) or fast (OpenCV in the "
+                              "adapter; moves the actions, docs/policies.md)"),
     "refill_threshold_steps": (-1, "ask for a new chunk when this many steps remain; -1: half a chunk"),
     "lookahead_steps": (10, "queued steps sent ahead in each joint_trajectory message, stamped with absolute time "
                             "and ending at rest (docs/ros2-control.md); -1: one point per tick, stamped 0"),
@@ -108,7 +112,8 @@ class PolicyNodeCore:
         outputs = self._outputs_spec()  # before loading a model: a config error fails fast
         if policy is None:
             threads = None if p["inference_threads"] == -1 else p["inference_threads"]
-            options = PolicyOptions(device=p["device"], dtype=p["dtype"], threads=threads)
+            options = PolicyOptions(device=p["device"], dtype=p["dtype"], threads=threads,
+                                    patch_positions=p["patch_positions"], image_resize=p["image_resize"])
             policy = make_policy(p["policy"], embodiment=self.embodiment, world=self._world, options=options)
             if policy.metadata.threads is not None:
                 self.logger.info(f"inference threads: {policy.metadata.threads} ({policy.metadata.threads_reason})")
