@@ -323,3 +323,44 @@ def test_concurrent_clients_share_forward_passes(so101):
             thread.join(timeout=30)
     assert results == [True] * 16
     assert max(policy.batch_sizes) > 1 and max(policy.batch_sizes) <= 4
+
+
+@pytest.mark.parametrize("protocol", ["gr00t", "openvla"])
+def test_vla_ros_serve_speaks_the_protocol(tmp_path, protocol):
+    """The real `vla-ros serve --protocol ...` in a subprocess, a token from the environment, SIGTERM to stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_remote_policy import ROOT, free_port
+
+    (tmp_path / "config.json").write_text('{"type": "remote_test_smooth"}')
+    port = free_port()
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from vla_ros.policies import factory; "
+              "factory.CHECKPOINT_LOADERS['remote_test_smooth'] = 'test_remote_policy:load_test_checkpoint'; "
+              "from vla_ros.cli.main import main; sys.exit(main(sys.argv[2:]))")
+    env = os.environ | {"VLA_ROS_SERVE_TOKEN": "s3cret", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(Path(__file__).parent), "serve", "--protocol", protocol, "--policy",
+         str(tmp_path), "--robot", "so101", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    so101 = load_embodiment("so101")
+    try:
+        deadline = time.monotonic() + 60  # loading torch on a busy 2-core machine takes a while
+        while True:
+            try:
+                remote = make_policy(f"{'gr00t' if protocol == 'gr00t' else 'openvla+http'}://127.0.0.1:{port}",
+                                     embodiment=so101, options=PolicyOptions(token="s3cret"))
+                break
+            except PolicyError:
+                assert process.poll() is None, process.stderr.read()
+                assert time.monotonic() < deadline, f"vla-ros serve --protocol {protocol} did not answer in 60 s"
+        check_policy(remote, so101)
+        remote.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert f"serving policy 'smooth' on {protocol.replace('openvla', 'openvla+http')}://127.0.0.1:{port}" in stderr
+    assert "token required" in stderr and "stopped after" in stderr

@@ -65,11 +65,11 @@ def _round(policy, embodiment, protocol: str, batch, count: int, requests: int) 
     from vla_ros.core.adapter import EmbodimentAdapter
     from vla_ros.policies.factory import make_policy
     from vla_ros.policies.remote.cli import make_server
-    from vla_ros.policies.remote.server import ServeConfig, ServerThread
+    from vla_ros.policies.remote.server import ServeConfig
     from vla_ros.policies.remote.service import BackgroundServer
 
     server = make_server(protocol, policy, ServeConfig(port=0, batch=batch), embodiment=embodiment)
-    runner = ServerThread(server) if protocol == "openpi" else BackgroundServer(server)
+    runner = BackgroundServer(server)
     latencies: list[list[float]] = [[] for _ in range(count)]
     errors: list[str] = []
     with runner:

@@ -79,16 +79,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         server = make_server(args.protocol, policy, config, embodiment=embodiment,
                              embodiment_tag=args.embodiment_tag, openvla_chunked=args.openvla_chunked)
-        if args.protocol == "openpi":
-            server.run()
-        else:
-            from vla_ros.policies.remote.service import run_until_signalled
+        from vla_ros.policies.remote.service import run_until_signalled
 
-            name = policy.metadata.name
-            run_until_signalled(server, on_listening=lambda port: logger.info(
-                "serving policy '%s' on %s (%s protocol)%s", name, server.url, args.protocol,
-                ", token required" if config.token else ""))
-            logger.info("stopped after %d requests", server.requests_served)
+        name = policy.metadata.name
+        health = f" (health: http://{config.host}:{{}}/healthz)" if args.protocol != "gr00t" else ""
+        run_until_signalled(server, on_listening=lambda port: logger.info(
+            "serving policy '%s' on %s, %s protocol%s%s", name, server.url, args.protocol, health.format(port),
+            ", token required" if config.token else ""))
+        logger.info("stopped after %d requests", server.requests_served)
     finally:
         policy.close()
     return 0

@@ -4,7 +4,7 @@
 ZMQ's REQ socket cannot take a second request before the first reply, so a request that times out discards its
 socket (ZMQ's "lazy pirate" pattern). While the server is away, `predict_chunk` raises PolicyError at once (the
 pipeline holds the arm) and a background thread pings it with capped, jittered exponential backoff; on its return
-the server's modality config must be the one seen at start-up.
+the server's modality config must be the one seen at start-up (reconnect.py).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from vla_ros.policies.remote import TOKEN_ENV
 from vla_ros.policies.remote import gr00t_protocol as wire
 from vla_ros.policies.remote.client import RemoteConfig, backoff_delays
 from vla_ros.policies.remote.gr00t_server import import_zmq
+from vla_ros.policies.remote.reconnect import ServerWatch
 
 logger = logging.getLogger("vla_ros.remote")
 
@@ -65,13 +66,7 @@ class Gr00tRemotePolicy(Policy):
         self._context = self._zmq.Context()
         self._socket = None
         self._socket_lock = threading.Lock()  # one request at a time on the REQ socket
-        self._state_lock = threading.Lock()
-        self._up = False
-        self._down_since: float | None = time.time()
-        self._last_error = "not connected yet"
-        self._retry_delay_s = config.retry_initial_s
-        self._closed = threading.Event()
-        self._went_down = threading.Event()
+        self._watch = ServerWatch(f"GR00T policy server {url}", config, self._probe)
         self.last_server_timing: Mapping[str, float] = {}
         try:
             self._configs = self._first_contact()
@@ -80,8 +75,7 @@ class Gr00tRemotePolicy(Policy):
             self._close_socket()
             self._context.term()
             raise
-        self._thread = threading.Thread(target=self._watch, name="vla_ros_gr00t_client", daemon=True)
-        self._thread.start()
+        self._watch.start()
 
     # -- Policy ----------------------------------------------------------------------------------------------------
 
@@ -102,29 +96,17 @@ class Gr00tRemotePolicy(Policy):
         return self._assemble(reply)
 
     def close(self) -> None:
-        self._closed.set()
-        self._went_down.set()
-        thread = getattr(self, "_thread", None)
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=self.config.request_timeout_s + 2.0)
+        self._watch.close(timeout_s=self.config.request_timeout_s + 2.0)
         with self._socket_lock:
             self._close_socket()
         self._context.term()
 
     @property
     def connected(self) -> bool:
-        with self._state_lock:
-            return self._up
+        return self._watch.up
 
     def status_message(self) -> str:
-        with self._state_lock:
-            if self._up:
-                return f"connected to GR00T policy server {self.url}"
-            since = self._down_since or time.time()
-            return (f"GR00T policy server {self.url} unreachable since "
-                    f"{time.strftime('%H:%M:%S', time.localtime(since))} ({time.time() - since:.1f} s; "
-                    f"{self._last_error}); the arm holds; retrying every {self._retry_delay_s:.1f} s (backing off "
-                    f"to {self.config.retry_max_s:g} s)")
+        return self._watch.status_message()
 
     # -- messages --------------------------------------------------------------------------------------------------
 
@@ -204,7 +186,7 @@ class Gr00tRemotePolicy(Policy):
                 # A late reply would answer the next request: this socket cannot be trusted any more.
                 self._close_socket()
                 reason = f"no reply to '{endpoint}' within {timeout_s:.3g} s"
-                self._mark_down(reason)
+                self._watch.mark_down(reason)
                 raise NoReply(f"GR00T policy server {self.url} sent {reason}; reconnecting (the arm holds)", reason)
             reply = self._socket.recv()
         if reply == b"ERROR":  # some Isaac-GR00T servers' way of failing
@@ -218,16 +200,6 @@ class Gr00tRemotePolicy(Policy):
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
-
-    def _mark_down(self, reason: str) -> None:
-        with self._state_lock:
-            if self._up and not self._closed.is_set():
-                self._down_since = time.time()
-                logger.warning("GR00T policy server %s: lost (%s); the arm holds while it reconnects",
-                               self.url, reason)
-            self._up = False
-            self._last_error = reason
-        self._went_down.set()
 
     def _first_contact(self) -> dict[str, wire.ModalityConfig]:
         deadline = time.monotonic() + self.config.connect_timeout_s
@@ -248,9 +220,7 @@ class Gr00tRemotePolicy(Policy):
                                       "run_gr00t_server.py, or `vla-ros serve --protocol gr00t --policy <spec> "
                                       "--robot <name> --port <port>`) and check the host and port") from None
                 time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
-        with self._state_lock:
-            self._up, self._down_since = True, None
-        self._went_down.clear()
+        self._watch.mark_up()
         return wire.modality_configs_from_wire(configs, source=f"GR00T policy server {self.url}")
 
     def _setup(self, configs: dict[str, wire.ModalityConfig]) -> None:
@@ -280,35 +250,13 @@ class Gr00tRemotePolicy(Policy):
             dtype="unknown",
         )
 
-    def _watch(self) -> None:
-        """While the server is away: ping it with backoff; on its return check it serves the same layout."""
-        rng = random.Random()
-        while not self._closed.is_set():
-            self._went_down.wait()
-            if self._closed.is_set():
-                return
-            self._went_down.clear()
-            delays = backoff_delays(self.config, rng)
-            while not self._closed.is_set() and not self.connected:
-                delay = next(delays)
-                with self._state_lock:
-                    self._retry_delay_s = delay
-                self._closed.wait(delay)
-                try:
-                    self._call("ping")
-                    configs = wire.modality_configs_from_wire(self._call("get_modality_config"), source=self.url)
-                except PolicyError as exc:
-                    with self._state_lock:
-                        self._last_error = getattr(exc, "reason", str(exc))
-                    continue
-                if configs != self._configs:
-                    with self._state_lock:
-                        self._last_error = ("the server now serves another modality config than at start-up: not "
-                                            "using it; restart this node to switch policies")
-                    continue
-                with self._state_lock:
-                    self._up, self._down_since = True, None
-                logger.info("GR00T policy server %s: reconnected", self.url)
+    def _probe(self) -> None:
+        """The server answers again, with the modality config it had at start-up."""
+        self._call("ping")
+        configs = wire.modality_configs_from_wire(self._call("get_modality_config"), source=self.url)
+        if configs != self._configs:
+            raise PolicyError("the server now serves another modality config than at start-up: not using it; "
+                              "restart this node to switch policies")
 
 
 def connect_gr00t(spec: str, *, embodiment: EmbodimentConfig, options: PolicyOptions) -> Policy:

@@ -85,7 +85,8 @@ class Gr00tServer:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         return f"gr00t://{host}:{self.port if self.port is not None else self.config.port}"
 
-    def serve(self, stop: threading.Event, *, on_listening=None) -> None:
+    def serve_until(self, stop: threading.Event, *, on_listening=None) -> None:
+        """Listen until `stop` is set; `on_listening(port)` once bound."""
         zmq = import_zmq()
         context = zmq.Context()
         sock = context.socket(zmq.ROUTER)

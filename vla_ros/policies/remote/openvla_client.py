@@ -6,7 +6,7 @@ to one example observation (not executed). Each reply becomes a chunk that start
 reaches action i at (i + 1) * step_s, so the scheduler, the safety filter and the controllers treat it like any
 policy's chunk; end-effector actions become joint targets through the robot's inverse kinematics first.
 While the server is away, `predict_chunk` raises PolicyError at once (the arm holds) and a background thread
-probes it with capped, jittered exponential backoff.
+probes it with capped, jittered exponential backoff (reconnect.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from vla_ros.policies.factory import PolicyOptions
 from vla_ros.policies.remote import TOKEN_ENV
 from vla_ros.policies.remote import openvla_protocol as wire
 from vla_ros.policies.remote.client import RemoteConfig, backoff_delays
+from vla_ros.policies.remote.reconnect import ServerWatch
 
 logger = logging.getLogger("vla_ros.remote")
 
@@ -60,13 +61,7 @@ class OpenVlaRemotePolicy(Policy):
         self._headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
         self._connection: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()  # one request at a time on the connection
-        self._state_lock = threading.Lock()
-        self._up = True
-        self._down_since: float | None = None
-        self._last_error = ""
-        self._retry_delay_s = config.retry_initial_s
-        self._closed = threading.Event()
-        self._went_down = threading.Event()
+        self._watch = ServerWatch(f"OpenVLA server {url}", config, self._probe_port)
         self.last_server_time_ms: float | None = None
         try:
             horizon = self._probe()
@@ -82,8 +77,7 @@ class OpenVlaRemotePolicy(Policy):
             device=url,
             dtype="unknown",
         )
-        self._thread = threading.Thread(target=self._watch, name="vla_ros_openvla_client", daemon=True)
-        self._thread.start()
+        self._watch.start()
 
     # -- Policy ----------------------------------------------------------------------------------------------------
 
@@ -91,9 +85,7 @@ class OpenVlaRemotePolicy(Policy):
         """Nothing to do: OpenVLA's protocol has no episodes."""
 
     def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
-        with self._state_lock:
-            up = self._up
-        if not up:
+        if not self.connected:
             raise PolicyError(self.status_message())
         actions = self._act(observation)
         expected = self.metadata.features.chunk_size - 1
@@ -103,26 +95,16 @@ class OpenVlaRemotePolicy(Policy):
         return self.converter.to_chunk(actions, state).astype(np.float32)
 
     def close(self) -> None:
-        self._closed.set()
-        self._went_down.set()
-        thread = getattr(self, "_thread", None)
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout=self.config.request_timeout_s + 2.0)
-        self._drop_connection()
+        self._watch.close(timeout_s=self.config.request_timeout_s + 2.0)
+        with self._lock:
+            self._drop_connection()
 
     @property
     def connected(self) -> bool:
-        with self._state_lock:
-            return self._up
+        return self._watch.up
 
     def status_message(self) -> str:
-        with self._state_lock:
-            if self._up:
-                return f"connected to OpenVLA server {self.url}"
-            since = self._down_since or time.time()
-            return (f"OpenVLA server {self.url} unreachable since {time.strftime('%H:%M:%S', time.localtime(since))} "
-                    f"({time.time() - since:.1f} s; {self._last_error}); the arm holds; retrying every "
-                    f"{self._retry_delay_s:.1f} s (backing off to {self.config.retry_max_s:g} s)")
+        return self._watch.status_message()
 
     # -- requests --------------------------------------------------------------------------------------------------
 
@@ -186,13 +168,13 @@ class OpenVlaRemotePolicy(Policy):
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                     self._drop_connection()
                     if attempt:
-                        self._mark_down(f"{type(exc).__name__}: {exc}")
+                        self._watch.mark_down(f"{type(exc).__name__}: {exc}")
                         raise PolicyError(self.status_message()) from None
                 except (TimeoutError, OSError, http.client.HTTPException) as exc:
                     self._drop_connection()
                     reason = (f"no reply within {self.config.request_timeout_s:g} s" if isinstance(exc, TimeoutError)
                               else f"{type(exc).__name__}: {exc}")
-                    self._mark_down(reason)
+                    self._watch.mark_down(reason)
                     raise PolicyError(f"OpenVLA server {self.url}: {reason}; the arm holds while it reconnects") \
                         from None
         raise AssertionError("unreachable")
@@ -218,46 +200,17 @@ class OpenVlaRemotePolicy(Policy):
                                       "Start it (OpenVLA's vla-scripts/deploy.py, or `vla-ros serve --protocol "
                                       "openvla --policy <spec> --robot <name> --port <port>`) and check the host "
                                       "and port") from None
-                with self._state_lock:
-                    self._up = True
+                self._watch.mark_up()
                 time.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
 
-    def _mark_down(self, reason: str) -> None:
-        with self._state_lock:
-            if self._up and not self._closed.is_set() and getattr(self, "_thread", None) is not None:
-                self._down_since = time.time()
-                logger.warning("OpenVLA server %s: lost (%s); the arm holds while it reconnects", self.url, reason)
-            self._up = False
-            self._last_error = reason
-        self._went_down.set()
-
-    def _watch(self) -> None:
-        """While the server is away: try its port with backoff; any HTTP answer means it is back."""
-        rng = random.Random()
-        while not self._closed.is_set():
-            self._went_down.wait()
-            if self._closed.is_set():
-                return
-            self._went_down.clear()
-            delays = backoff_delays(self.config, rng)
-            while not self._closed.is_set() and not self.connected:
-                delay = next(delays)
-                with self._state_lock:
-                    self._retry_delay_s = delay
-                self._closed.wait(delay)
-                probe = http.client.HTTPConnection(self._host, self._port, timeout=self.config.request_timeout_s)
-                try:
-                    probe.request("GET", "/healthz")
-                    probe.getresponse().read()
-                except (OSError, http.client.HTTPException) as exc:
-                    with self._state_lock:
-                        self._last_error = f"{type(exc).__name__}: {exc}"
-                    continue
-                finally:
-                    probe.close()
-                with self._state_lock:
-                    self._up, self._down_since = True, None
-                logger.info("OpenVLA server %s: reachable again", self.url)
+    def _probe_port(self) -> None:
+        """Any HTTP answer on the port means the server is back (OpenVLA's own has no health endpoint)."""
+        probe = http.client.HTTPConnection(self._host, self._port, timeout=self.config.request_timeout_s)
+        try:
+            probe.request("GET", "/healthz")
+            probe.getresponse().read()
+        finally:
+            probe.close()
 
 
 def _stack(reply: Any, source: str) -> np.ndarray:

@@ -70,7 +70,8 @@ class OpenVlaServer:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
         return f"openvla+http://{host}:{self.port if self.port is not None else self.config.port}"
 
-    def serve(self, stop: threading.Event, *, on_listening=None) -> None:
+    def serve_until(self, stop: threading.Event, *, on_listening=None) -> None:
+        """Listen until `stop` is set; `on_listening(port)` once bound."""
         handler = type("Handler", (_Handler,), {"server_state": self})
         try:
             httpd = _HttpServer((self.config.host, self.config.port), handler)

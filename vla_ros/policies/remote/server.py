@@ -12,7 +12,6 @@ import hmac
 import http
 import ipaddress
 import logging
-import signal
 import threading
 import time
 import traceback
@@ -22,6 +21,7 @@ from vla_ros.core.errors import ConfigError, VlaRosError
 from vla_ros.policies.base import Policy
 from vla_ros.policies.remote import protocol
 from vla_ros.policies.remote.batching import BatchConfig, InferenceBatcher
+from vla_ros.policies.remote.service import BackgroundServer
 
 logger = logging.getLogger("vla_ros.serve")
 
@@ -102,19 +102,22 @@ class PolicyServer:
             await stop.wait()
         self._batcher.close()
 
-    def run(self) -> None:
-        """Serve in this thread until SIGINT or SIGTERM."""
+    def serve_until(self, stop: threading.Event, *, on_listening=None) -> None:
+        """`serve` on its own event loop in this thread, until `stop` (a threading.Event) is set."""
 
         async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            name = self.policy.metadata.name
-            await self.serve(stop, on_listening=lambda port: logger.info(
-                "serving policy '%s' on %s (health: http://%s:%d%s)%s", name, self.url, self.config.host, port,
-                HEALTH_PATH, ", token required" if self.config.token else ""))
-            logger.info("stopped after %d requests", self.requests_served)
+            done = asyncio.Event()
+
+            async def watch() -> None:
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+                done.set()
+
+            watcher = asyncio.create_task(watch())
+            try:
+                await self.serve(done, on_listening=on_listening)
+            finally:
+                watcher.cancel()
 
         asyncio.run(main())
 
@@ -200,59 +203,7 @@ def _peer_name(connection) -> str:
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
 
 
-class ServerThread:
-    """A PolicyServer on its own event loop in a background thread (tests, benchmarks, processes without asyncio).
-
-        with ServerThread(PolicyServer(policy, ServeConfig(port=0))) as server:
-            client = RemotePolicy(server.url, embodiment=...)
-    """
-
-    def __init__(self, server: PolicyServer):
-        self.server = server
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._listening = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="vla_ros_serve", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def port(self) -> int | None:
-        return self.server.port
-
-    def start(self, timeout_s: float = 10.0) -> ServerThread:
-        """Listen; returns once the port is bound (`port` then holds it). Starting twice does nothing."""
-        if self._thread.ident is not None:
-            return self
-        self._thread.start()
-        if not self._listening.wait(timeout_s) and self._error is None:
-            raise ConfigError(f"policy server did not start listening within {timeout_s} s")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Close every connection and stop listening; the port is free again when this returns."""
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout_s)
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            await self.server.serve(self._stop, on_listening=lambda port: self._listening.set())
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # noqa: BLE001 - handed to start()
-            self._error = exc
-            self._listening.set()
+# A PolicyServer in a background thread (tests, benchmarks, processes without asyncio):
+#     with ServerThread(PolicyServer(policy, ServeConfig(port=0))) as server:
+#         client = RemotePolicy(server.url, embodiment=...)
+ServerThread = BackgroundServer

@@ -1,4 +1,4 @@
-"""Running a blocking policy server (GR00T's ZMQ, OpenVLA's HTTP) in the foreground or in a background thread."""
+"""Running a policy server (any protocol: each has `serve_until(stop)`) in the foreground or a background thread."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class BlockingServer(Protocol):
     @property
     def url(self) -> str: ...
 
-    def serve(self, stop: threading.Event, *, on_listening=None) -> None:
+    def serve_until(self, stop: threading.Event, *, on_listening=None) -> None:
         """Listen until `stop` is set; call `on_listening(port)` once bound."""
 
 
@@ -24,7 +24,7 @@ def run_until_signalled(server: BlockingServer, *, on_listening=None) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.serve(stop, on_listening=on_listening)
+        server.serve_until(stop, on_listening=on_listening)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -53,6 +53,7 @@ class BackgroundServer:
         return self.server.port
 
     def start(self, timeout_s: float = 10.0) -> BackgroundServer:
+        """Listen; returns once the port is bound (`port` then holds it). Starting twice does nothing."""
         if self._thread.ident is not None:
             return self
         self._thread.start()
@@ -63,6 +64,7 @@ class BackgroundServer:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Close every connection and stop listening; the port is free again when this returns."""
         self._stop.set()
         self._thread.join(timeout_s)
 
@@ -74,7 +76,7 @@ class BackgroundServer:
 
     def _run(self) -> None:
         try:
-            self.server.serve(self._stop, on_listening=lambda port: self._listening.set())
+            self.server.serve_until(self._stop, on_listening=lambda port: self._listening.set())
         except BaseException as exc:  # noqa: BLE001 - handed to start()
             self._error = exc
             self._listening.set()
