@@ -36,7 +36,9 @@ ARGUMENTS = [
                                       "on mock hardware with the robot's controllers (the MuJoCo world follows "
                                       "/joint_states where it has the robot); gazebo/isaac: use their /clock "
                                       "(isaac: command /joint_command); none: real hardware"),
-    DeclareLaunchArgument("policy", default_value="expert", description="policy spec"),
+    DeclareLaunchArgument("policy", default_value="expert",
+                          description="policy spec: builtin, expert, a checkpoint directory, ws://, gr00t:// or "
+                                      "openvla+http://host:port"),
     DeclareLaunchArgument("sim_world", default_value="true", choices=["true", "false"],
                           description="sim:=mock: the MuJoCo world follows /joint_states, renders the cameras and "
                                       "judges the task (robots the simulator has); false: controllers only"),

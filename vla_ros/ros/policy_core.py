@@ -36,7 +36,8 @@ NODE_NAME = "vla_policy"
 # name: (default, description). Declared once (rclpy parameters, or the pip-only node's YAML and flags).
 PARAMETERS = {
     "robot": ("so101", "robot config name (config/robots/<name>.yaml) or path to a robot YAML"),
-    "policy": (DEFAULT_POLICY, "policy spec: a checkpoint directory, ws://host:port, builtin, or expert (sim only)"),
+    "policy": (DEFAULT_POLICY, "policy spec: a checkpoint directory, builtin, expert (sim only), or a policy server: "
+                               "ws://host:port (openpi), gr00t://host:port, openvla+http://host:port"),
     "instruction": ("", "language instruction to follow from activation on"),
     "dry_run": (False, "compute commands but publish them only to ~/preview"),
     "merge": (MergeStrategy.BLEND.value, "how a new chunk joins the queued one: replace, blend, ensemble or rtc"),
