@@ -364,3 +364,83 @@ def test_vla_ros_serve_speaks_the_protocol(tmp_path, protocol):
     assert process.returncode == 0, stderr
     assert f"serving policy 'smooth' on {protocol.replace('openvla', 'openvla+http')}://127.0.0.1:{port}" in stderr
     assert "token required" in stderr and "stopped after" in stderr
+
+
+def test_client_speaks_n15_to_an_n15_style_server():
+    """A REP server in Isaac-GR00T N1.5's style (eval/service.py + model/policy.py): configs as JSON strings,
+    flat observations without a batch axis, flat actions squeezed by numpy (a one-wide part comes back (H,)).
+    Its one camera, `webcam`, is the so101's front camera by the robot YAML's policy_servers.gr00t.video."""
+    import json
+
+    import msgpack
+    import yaml
+
+    path = load_embodiment("so101").source
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    data["policy_servers"]["gr00t"] = {"video": {"webcam": "front"}}
+    so101 = embodiment_from_dict(data, source=path)
+
+    def npy(array):
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        return {"__ndarray_class__": True, "as_npy": buffer.getvalue()}
+
+    def config(indices, keys):
+        return {"__ModalityConfig_class__": True, "as_json": json.dumps({"delta_indices": indices,
+                                                                        "modality_keys": keys})}
+
+    def decode(obj):
+        return np.load(io.BytesIO(obj["as_npy"]), allow_pickle=False) if "__ndarray_class__" in obj else obj
+
+    context = zmq.Context.instance()
+    rep = context.socket(zmq.REP)
+    rep.setsockopt(zmq.LINGER, 0)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    seen: list[dict] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            if not rep.poll(50):
+                continue
+            request = msgpack.unpackb(rep.recv(), object_hook=decode)
+            endpoint = request.get("endpoint", "get_action")
+            if endpoint == "ping":
+                reply = {"status": "ok", "message": "Server is running"}
+            elif endpoint == "get_modality_config":
+                reply = {"video": config([0], ["video.webcam"]),
+                         "state": config([0], ["state.single_arm", "state.gripper"]),
+                         "action": config(list(range(16)), ["action.single_arm", "action.gripper"]),
+                         "language": config([0], ["annotation.human.task_description"])}
+            elif endpoint == "get_action":
+                observation = request["data"]
+                seen.append(observation)
+                arm, gripper = observation["state.single_arm"][-1], observation["state.gripper"][-1]
+                reply = {"action.single_arm": npy(np.tile(arm + 1.0, (16, 1)).astype(np.float32)),
+                         "action.gripper": npy(np.full(16, gripper[0] + 0.5, dtype=np.float32))}
+            else:
+                reply = {"error": f"Unknown endpoint: {endpoint}"}
+            rep.send(msgpack.packb(reply))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        remote = Gr00tRemotePolicy(f"gr00t://127.0.0.1:{port}", embodiment=so101, config=FAST_RETRY)
+        assert remote.dialect == "n1.5" and remote.metadata.features.camera_keys == ("front",)
+        remote.reset(seed=1)  # N1.5 has no reset endpoint: not called
+        batch, _ = EmbodimentAdapter(so101, remote.metadata.features).to_policy_observation(
+            so101.example_observation(seed=4, instruction="touch the red cube"))
+        chunk = remote.predict_chunk(batch)
+        observation = seen[-1]
+        assert sorted(observation) == ["annotation.human.task_description", "state.gripper", "state.single_arm",
+                                       "video.webcam"]
+        assert observation["video.webcam"].shape == (1, 480, 640, 3) and observation["state.gripper"].shape == (1, 1)
+        assert observation["annotation.human.task_description"] == ["touch the red cube"]
+        np.testing.assert_allclose(chunk[:, :5], np.tile(batch[STATE][:5] + 1.0, (16, 1)), rtol=1e-6)
+        np.testing.assert_allclose(chunk[:, 5], batch[STATE][5] + 0.5, rtol=1e-6)
+        remote.close()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        rep.close()
