@@ -280,9 +280,9 @@ def _try_realtime() -> bool:
 
 
 def _open_end(trajectory: JointTrajectory) -> JointTrajectory:
-    """The lookahead with its last point moving at the previous point's velocity."""
+    """The lookahead with its last point moving, at the velocity of this tick's command."""
     *body, last = trajectory.points
-    return replace(trajectory, points=(*body, replace(last, velocities=body[-1].velocities.copy())))
+    return replace(trajectory, points=(*body, replace(last, velocities=body[1].velocities.copy())))
 
 
 def default_cases() -> list[StreamCase]:

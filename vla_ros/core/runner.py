@@ -114,6 +114,14 @@ class PolicyRunner:
         with self._lock:
             self.paused = False
 
+    def restart(self) -> None:
+        """Start commanding afresh from where the arm is measured next (activation after the node stopped
+        commanding: the arm may have been moved meanwhile), with nothing queued."""
+        with self._lock:
+            self.paused = False
+            self._started = False
+            self.pipeline.scheduler.clear()
+
     def reset(self) -> None:
         """Clear the chunk queue and restart the policy's episode; the arm holds until the next chunk."""
         with self._lock:

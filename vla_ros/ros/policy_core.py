@@ -140,7 +140,7 @@ class PolicyNodeCore:
 
     def activate(self) -> None:
         node, msg, qos = self.node, self.msg, self.backend.qos
-        self.runner.resume()
+        self.runner.restart()  # from the measured position: the arm may have moved while the node was inactive
         entities = self._active_entities
         for source in self.embodiment.ros.joint_state_topics:
             entities.append(("subscription", node.create_subscription(
