@@ -120,7 +120,8 @@ def _nodes(context):
     actions.append(policy_node)
     if parse_bool(arg["autostart"], argument="autostart"):
         actions.append(RegisterEventHandler(OnStateTransition(
-            target_lifecycle_node=policy_node, goal_state="inactive",
+            # Only after configure: a later deactivate (an operator, a behaviour tree) must not be undone.
+            target_lifecycle_node=policy_node, start_state="configuring", goal_state="inactive",
             entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy_node),
                                                   transition_id=Transition.TRANSITION_ACTIVATE))])))
         actions.append(EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(policy_node),

@@ -196,8 +196,9 @@ class PolicyRunner:
         self.stats.policy_errors += 1
         self.last_error = f"{type(error).__name__}: {error}"
 
-    def close(self) -> None:
-        self._worker.close()
+    def close(self, *, timeout_s: float = 5.0) -> None:
+        """Stop the inference thread, waiting at most `timeout_s` for a chunk in progress (then dropped)."""
+        self._worker.close(timeout_s=timeout_s)
 
 
 class _InferenceWorker:
@@ -237,8 +238,8 @@ class _InferenceWorker:
             self._on_done(request, actions, error, time.perf_counter() - start)
             self.busy = False
 
-    def close(self) -> None:
+    def close(self, *, timeout_s: float = 5.0) -> None:
         with self._wake:
             self._closed = True
             self._wake.notify()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=timeout_s)

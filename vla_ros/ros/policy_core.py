@@ -165,13 +165,15 @@ class PolicyNodeCore:
         self.runner.pause()  # clears the queue; the controllers hold the last command they received
         self.logger.info("inactive: the arm holds its last command")
 
-    def cleanup(self) -> None:
+    def cleanup(self, *, inference_timeout_s: float = 5.0) -> None:
+        """Stop commanding (with an explicit hold) and unload the policy, waiting at most `inference_timeout_s` for
+        a chunk being computed."""
         if self.active:
             self.send_hold()
             self.logger.info("stopped commanding: the arm brakes to a hold")
         self._stop_commanding()
         if self.runner is not None:
-            self.runner.close()
+            self.runner.close(timeout_s=inference_timeout_s)
             self.runner = None
 
     def send_hold(self) -> None:

@@ -75,7 +75,9 @@ class PolicyNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.core.cleanup()
+        # A chunk still being computed is of no use any more: do not make launch wait for it (it escalates to
+        # SIGTERM after 5 s).
+        self.core.cleanup(inference_timeout_s=0.5)
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -84,7 +86,9 @@ class PolicyNode(LifecycleNode):
     def on_process_exit(self) -> None:
         """Ctrl-C: stop commanding (the arm brakes to a hold), the timers and the inference thread, while the ROS
         context is still valid (run_node calls this after spinning stops)."""
-        self.core.cleanup()
+        # A chunk still being computed is of no use any more: do not make launch wait for it (it escalates to
+        # SIGTERM after 5 s).
+        self.core.cleanup(inference_timeout_s=0.5)
 
     # -- action outputs ----------------------------------------------------------------------------------------------
 
