@@ -179,3 +179,17 @@ def test_a_folder_that_holds_no_dataset_is_named(tiny_checkpoint, tmp_path):
     with pytest.raises(ConfigError, match=r"empty is neither a LeRobot dataset .* nor the built-in VLA's training"):
         finetune(str(tiny_checkpoint), [DatasetShare(tmp_path / "empty")], tmp_path / "x",
                  config=FinetuneConfig(steps=1), progress=False)
+
+
+def test_a_datasets_tasks_keep_their_proportions_in_its_batches():
+    from vla_ros.policies.builtin.train import Batches
+    from vla_ros.policies.finetune import task_shares
+
+    instructions = np.array(["touch the red cube"] * 30 + ["pick up the blue cube"] * 10)
+    samples = {"instruction": instructions, "robot": np.full(40, "so101"), "episode": np.arange(40),
+               "state": np.zeros((40, 8), np.float32), "action": np.zeros((40, 6, 8), np.float32),
+               "image_front": np.zeros((40, 4, 4, 3), np.uint8), "image_wrist": np.zeros((40, 4, 4, 3), np.uint8)}
+    assert task_shares(samples) == {"pick": 10.0, "touch": 30.0}
+    observations, _, _ = Batches(samples, seed=0, task_weights=task_shares(samples)).sample(4000)
+    touch = sum(observation["task"].startswith("touch") for observation in observations) / 4000
+    assert touch == pytest.approx(0.75, abs=0.03)

@@ -10,7 +10,8 @@ checkpoint directory that `vla-ros demo --policy <dir>` and the policy node load
 
 Several datasets can be mixed with weights (`--dataset new:0.5 --dataset old:0.5`): a dataset's weight is its share
 of the training batches, so that a new skill is learned beside a replay of what the checkpoint was trained on
-instead of over it. A dataset is a LeRobot dataset (`vla-ros record`) or the built-in VLA's training episodes as
+instead of over it; within a dataset every sample is equally likely, so its tasks keep their proportions. A
+dataset is a LeRobot dataset (`vla-ros record`) or the built-in VLA's training episodes as
 `python -m vla_ros.policies.builtin.collect` records them (.npz shards, both arms, deterministic), which replays
 exactly what the built-in checkpoint learned from.
 """
@@ -91,6 +92,13 @@ def weighted_order(weights: dict[str, float], length: int = 1000) -> list[str]:
         credit[chosen] -= 1.0
         order.append(chosen)
     return order
+
+
+def task_shares(samples: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each task's weight in a dataset's batches: its number of samples, so that a replay keeps the mix of tasks
+    it was recorded with (the built-in episodes: 300 touch, 30 pick per arm)."""
+    tasks, counts = np.unique([str(text).split(" ")[0] for text in samples["instruction"]], return_counts=True)
+    return {task: float(count) for task, count in zip(tasks.tolist(), counts.tolist(), strict=True)}
 
 
 def shard_samples(shard_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -283,7 +291,7 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
         (resume_dir / "state.json").write_text(json.dumps({"step": step, "config": asdict(config),
                                                            "loss": log["loss"]}), encoding="utf-8")
 
-    batches = {key: Batches(samples, seed=config.seed + start_step + i, task_weights={},
+    batches = {key: Batches(samples, seed=config.seed + start_step + i, task_weights=task_shares(samples),
                             camera_keys=features.camera_keys)
                for i, (key, (_, samples)) in enumerate(sources.items())}
     bar = _progress(train.steps, start_step) if progress else None

@@ -51,6 +51,9 @@ class ExpertSettings:
     touch_depth_m: float  # how far below the cube's top face a touch aims the jaw tips, so that contact is certain
     max_line_speed_m_s: float  # peak TCP speed on straight moves near the cubes
     squeeze_s: float  # hold after closing, so that the grip force builds before the lift
+    # Where the expert closes the gripper to (joint units), when not the robot's `closed` value: part-way for a slow
+    # gripper, still past contact with a cube and narrower than one for a touch.
+    gripper_closed: float | None = None
 
 
 # The Franka Hand, on the Panda and the FR3: fingertips 9 mm past the tool centre point.
@@ -78,7 +81,9 @@ EXPERT_SETTINGS: dict[str, ExpertSettings] = {
     "panda": _FRANKA_HAND_SETTINGS,
     "fr3": _FRANKA_HAND_SETTINGS,
     # The other 7-DoF arms reach as far as the Panda; only their grippers' pads end farther past the TCP.
-    "gen3": replace(_FRANKA_HAND_SETTINGS, fingertip_below_tcp_m=0.017),
+    # The 2F-85's knuckle turns at 0.5 rad/s (gen3.yaml): closing it halfway (pads 32 mm apart, 13 mm inside a cube)
+    # instead of shut saves 2 s of every grasp and touch.
+    "gen3": replace(_FRANKA_HAND_SETTINGS, fingertip_below_tcp_m=0.017, gripper_closed=0.5),
     "xarm7": replace(_FRANKA_HAND_SETTINGS, fingertip_below_tcp_m=0.015),
     # The ViperX reaches 0.75 m from a shoulder 13 cm up: lower hovers and lifts, slower lines.
     "vx300s": replace(
@@ -165,6 +170,8 @@ class ScriptedExpert:
         self._task = task
         robot = world.sim_robot
         self._settings = EXPERT_SETTINGS[robot.name]
+        self._gripper_closed = (robot.gripper_closed if self._settings.gripper_closed is None
+                                else self._settings.gripper_closed)
         self._gripper = robot.gripper_index
         self._arm = np.array([i for i in range(len(robot.joint_names)) if i != self._gripper])
         home = np.array(robot.home)
@@ -231,13 +238,13 @@ class ScriptedExpert:
         if world.gripper_holds(color):
             tcp_position, _ = builder.tcp_pose()
             lift_height = self._grasp_height(world.cube_size_m / 2) + settings.lift_height_m
-            builder.line("lift", np.array([*tcp_position[:2], lift_height]), gripper=robot.gripper_closed)
+            builder.line("lift", np.array([*tcp_position[:2], lift_height]), gripper=self._gripper_closed)
             return
         cube_position, cube_rotation = world.cube_pose(color)
         grasp = np.array([*cube_position[:2], self._grasp_height(cube_position[2])])
         rotation = self._top_down_rotation(cube_position, cube_rotation)
         self._add_reach_down(builder, grasp, rotation, gripper=robot.gripper_open)
-        builder.gripper("close", robot.gripper_closed)
+        builder.gripper("close", self._gripper_closed)
         builder.hold("squeeze", settings.squeeze_s)
         builder.line("lift", grasp + [0.0, 0.0, settings.lift_height_m])
 
@@ -249,7 +256,7 @@ class ScriptedExpert:
         cube_top = cube_position[2] + world.cube_size_m / 2
         touch = np.array([*cube_position[:2], cube_top + settings.fingertip_below_tcp_m - settings.touch_depth_m])
         rotation = self._top_down_rotation(cube_position, cube_rotation)
-        self._add_reach_down(builder, touch, rotation, gripper=world.sim_robot.gripper_closed)
+        self._add_reach_down(builder, touch, rotation, gripper=self._gripper_closed)
 
     def _add_reach_down(
         self, builder: _ScriptBuilder, target: np.ndarray, rotation: np.ndarray, *, gripper: float
