@@ -1,6 +1,7 @@
 """Print the parity table: vla_ros against LeRobot's actions for every fixture in test/fixtures (Markdown).
 
-    python tools/parity/table.py            # in vla_ros's environment; LeRobot is not needed
+    python tools/parity/table.py            # in vla_ros's environment; LeRobot is not needed (README table)
+    python tools/parity/table.py --full     # docs/policies.md's table
 
 For each SmolVLA case: max |a_vla_ros - a_LeRobot| with the patch positions that release ran, and (column
 "other positions") with the other behaviour, which shows what running a checkpoint with the wrong one costs.
@@ -44,13 +45,33 @@ def smolvla_rows() -> list[list[str]]:
     return rows
 
 
+def compact(rows: list[list[str]]) -> list[str]:
+    """One line per policy and case, one column per release (the README's table)."""
+    releases = sorted({row[0] for row in rows})
+    cases: dict[tuple[str, str], dict[str, str]] = {}
+    for release_name, policy, case, diff, _, _ in rows:
+        cases.setdefault((policy, case), {})[release_name] = diff
+    lines = ["| policy | case | " + " | ".join(f"LeRobot {r}" for r in releases) + " |",
+             "|" + "---|" * (2 + len(releases))]
+    for (policy, case), diffs in cases.items():
+        lines.append(f"| {policy} | {case} | " + " | ".join(diffs.get(r, "") for r in releases) + " |")
+    return lines
+
+
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="one row per release and case, with the other "
+                        "patch positions' error and what each case covers (docs/policies.md)")
+    args = parser.parse_args()
+    rows = smolvla_rows()
+    if not args.full:
+        print("\n".join(compact(rows)))
+        return
     header = ["LeRobot", "policy", "case", "max abs diff", "other positions", "covers"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for row in smolvla_rows():
-        print("| " + " | ".join(row) + " |", flush=True)
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
