@@ -1,5 +1,5 @@
 """The arms added to the simulator beyond the SO-101 and the Panda: their MJCF against the manufacturers' published
-kinematics, and the scripted expert solving a touch and a pick on each.
+kinematics, their grippers and cameras, and the scripted expert solving a touch and a pick on each.
 
 The kinematic tables below are copied from the manufacturers' documents, not from our MJCF, and evaluated here with
 plain numpy, so a slip in a link length, a joint axis or a frame turn in the MJCF shows up as a pose mismatch:
@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import math
 
-import mujoco
 import numpy as np
 import pytest
 from test_sim_experts import run_episode
 
+import vla_ros.sim  # noqa: F401  (sets MUJOCO_GL, which MuJoCo reads when first imported, for the renderers here)
+
+# isort: split
+import mujoco
+
 from vla_ros.core.trajectory import build_trajectory
+from vla_ros.sim.experts import ScriptedExpert
 from vla_ros.sim.robots import SIM_ROBOTS
 from vla_ros.sim.tasks import PickTask, TouchTask
 from vla_ros.sim.world import ASSETS_DIR, SimWorld
@@ -223,3 +228,40 @@ def test_the_gripper_opens_wide_enough_and_closes_shut(world):
 @pytest.mark.parametrize("task", [TouchTask("red"), PickTask("green")], ids=lambda task: task.instruction)
 def test_the_expert_solves_touch_and_pick(world, task):
     assert run_episode(world, task, seed=11).success
+
+
+def visible_pixels(world: SimWorld, camera: str, geom: str) -> int:
+    """How many pixels of a 120x160 image from `camera` show `geom` (MuJoCo's segmentation rendering)."""
+    renderer = mujoco.Renderer(world.model, 120, 160)
+    try:
+        renderer.enable_segmentation_rendering()
+        renderer.update_scene(world.data, camera=camera)
+        return int((renderer.render()[..., 0] == world.model.geom(geom).id).sum())
+    finally:
+        renderer.close()
+
+
+def test_the_front_camera_sees_every_corner_of_the_cube_sector(world):
+    workspace = world.sim_robot.workspace
+    world.reset(TouchTask("red"), seed=0)
+    for radius in (workspace.min_radius_m, workspace.max_radius_m):
+        for azimuth in (-workspace.max_azimuth_rad, workspace.max_azimuth_rad):
+            corner = np.array([radius * math.cos(azimuth), radius * math.sin(azimuth), world.cube_size_m / 2])
+            world.place_cube("red", corner)
+            assert visible_pixels(world, "front", "cube_red") >= 10, f"the front camera misses a cube at {corner}"
+
+
+def test_the_wrist_camera_sees_the_cube_the_expert_hovers_over(world):
+    task = TouchTask("green")
+    world.reset(task, seed=3)
+    expert = ScriptedExpert(world, task)
+    dt = 0.05
+    for step in range(400):
+        if step % 15 == 0:
+            chunk = expert.plan(30, dt)
+        world.send_trajectory(build_trajectory(world.joint_names, chunk[step % 15], dt))
+        world.advance(dt)
+        if expert.phase == "descend":
+            break
+    assert expert.phase == "descend"
+    assert visible_pixels(world, "wrist", "cube_green") >= 0.01 * 120 * 160
