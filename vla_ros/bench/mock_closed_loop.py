@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--domain", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "43")))
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="s to wait for the policy to load")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="s of wall-clock time per episode (default: the task's own timeout)")
     parser.add_argument("--json", type=Path, default=None)
 
 
@@ -124,8 +126,8 @@ class _Graph:
 
 
 def run(*, robot: str, policy: str, instruction: str, episodes: int, domain: int, startup_timeout_s: float,
-        log: Path) -> dict:
-    timeout_s = parse_instruction(instruction).max_duration_s
+        log: Path, timeout_s: float | None = None) -> dict:
+    timeout_s = parse_instruction(instruction).max_duration_s if timeout_s is None else timeout_s
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     argv = ["ros2", "launch", "vla_ros", f"{robot}.launch.py", "sim:=mock", f"policy:={policy}",
             f"instruction:={instruction}"]
@@ -172,7 +174,8 @@ def run(*, robot: str, policy: str, instruction: str, episodes: int, domain: int
 def main(args: argparse.Namespace) -> int:
     log = Path(tempfile.mkdtemp(prefix="vla_ros_mock_closed_loop_")) / "launch.log"
     report_json(run(robot=args.robot, policy=args.policy, instruction=args.instruction, episodes=args.episodes,
-                    domain=args.domain, startup_timeout_s=args.startup_timeout, log=log), args.json)
+                    domain=args.domain, startup_timeout_s=args.startup_timeout, log=log, timeout_s=args.timeout),
+                args.json)
     return 0
 
 

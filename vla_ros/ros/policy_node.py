@@ -190,7 +190,7 @@ def _descriptor(description: str):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(PolicyNode, NODE_NAME, args=args, executor=MultiThreadedExecutor)
+    run_node(PolicyNode, NODE_NAME, args=args, executor=MultiThreadedExecutor, exit_after=True)
 
 
 if __name__ == "__main__":
