@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from ros_graph import require
 
-pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy): source a ROS 2 Jazzy setup")
-pytest.importorskip("control_msgs", reason="needs control_msgs")
+require("rclpy", "needs ROS 2 (rclpy): source a ROS 2 Jazzy setup")
+require("control_msgs", "needs control_msgs")
 
 from vla_ros.bench.jtc_stream import StreamCase, run_stream  # noqa: E402
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from ros_graph import require
 
-pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy): source a ROS 2 Jazzy setup")
-pytest.importorskip("controller_manager_msgs", reason="needs ros2_control (controller_manager_msgs)")
-pytest.importorskip("vla_ros.msg", reason="needs the colcon-built vla_ros (its generated interfaces)")
+require("rclpy", "needs ROS 2 (rclpy): source a ROS 2 Jazzy setup")
+require("controller_manager_msgs", "needs ros2_control (controller_manager_msgs)")
+require("vla_ros.msg", "needs the colcon-built vla_ros (its generated interfaces)")
 
 from ros_mock import MockLaunch, Probe, serve_sway, wait_until  # noqa: E402
 
