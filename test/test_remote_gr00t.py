@@ -219,6 +219,10 @@ def test_n15_flat_request_gets_a_flat_reply(so101):
      "'state.gripper' has 3 values per step, this server reads 1"),
     ({"endpoint": "get_action", "data": flat_observation() | {"video.front": np.zeros((1, 4, 4), np.uint8)}},
      "'video.front' must be"),
+    ({"endpoint": "get_action", "data": flat_observation() | {"video.front": np.zeros((1, 0, 0, 3), np.uint8)}},
+     "'video.front' must be"),
+    ({"endpoint": "get_action", "data": flat_observation() | {wire.DEFAULT_LANGUAGE_KEY: [[1]]}},
+     "an instruction must be a string"),
 ])
 def test_malformed_requests_get_an_error_and_the_server_goes_on(so101, message, error):
     with serve(smooth(so101), so101) as server:

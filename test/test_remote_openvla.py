@@ -181,8 +181,11 @@ def test_end_effector_actions_reach_the_policys_tool_poses(name):
 @pytest.mark.parametrize("body, status, error", [
     (b"{not json", 400, "not JSON"),
     ([1, 2], 400, "must be a JSON object"),
-    ({"instruction": "x"}, 400, "'state' is missing"),
+    ({"instruction": "x", "image": np.zeros((8, 8, 3), np.uint8)}, 400, "'state' is missing"),
     ({"instruction": 3}, 400, "'instruction' must be a string"),
+    ({"instruction": "x", "state": np.zeros(6, np.float32)}, 400, "'image' (OpenVLA) or 'full_image'"),
+    ({"instruction": "x", "state": np.zeros(6, np.float32), "image": np.zeros((0, 0, 3), np.uint8)}, 400,
+     "'image' must be an (H, W, 3) uint8 image"),
     ({"encoded": 5}, 400, "'encoded' request carries only"),
 ])
 def test_malformed_requests_get_an_error_and_the_server_goes_on(body, status, error):

@@ -337,7 +337,8 @@ def check_observation_part(value: Any, *, name: str, kind: str) -> np.ndarray:
     """An observation array with its time axis, as GR00T sends it; ObservationError naming the key otherwise."""
     if not isinstance(value, np.ndarray):
         raise ObservationError(f"'{name}' must be a numpy array, got {type(value).__name__}")
-    if kind == "video" and (value.dtype != np.uint8 or value.ndim not in (4, 5) or value.shape[-1] != 3):
+    if kind == "video" and (value.dtype != np.uint8 or value.ndim not in (4, 5) or value.shape[-1] != 3
+                            or min(value.shape[-3:-1]) == 0):
         raise ObservationError(f"'{name}' must be (B, T, H, W, 3) or (T, H, W, 3) uint8, got {value.dtype} "
                                f"{value.shape}")
     if kind == "state" and (value.dtype.kind not in "iuf" or value.ndim not in (2, 3)):

@@ -171,6 +171,9 @@ class Gr00tServer:
             self._get_action(identity, request.get("data"))
         except (PolicyError, ObservationError, ConfigError) as exc:
             self._reply(identity, {"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a request nobody foresaw: answered, and the server goes on
+            logger.warning("a request failed unexpectedly", exc_info=exc)
+            self._reply(identity, {"error": f"invalid request ({type(exc).__name__}: {exc})"})
 
     def _reply(self, identity: bytes, message: Any) -> None:
         try:

@@ -128,6 +128,8 @@ class OpenVlaServer:
         if not isinstance(instruction, str):
             raise ObservationError(f"'instruction' must be a string, got {type(instruction).__name__}")
         main = payload.get("image", payload.get("full_image"))
+        if main is None:
+            raise ObservationError("'image' (OpenVLA) or 'full_image' (OpenVLA-OFT) is missing")
         images = {self.mapping.camera: ("image" if "image" in payload else "full_image", main)}
         for key, camera in self.mapping.wrist_cameras.items():
             images[camera] = (key, payload.get(key))
@@ -152,7 +154,8 @@ class OpenVlaServer:
                 observation[image_key(camera_key)] = np.zeros((*shape, 3), dtype=np.uint8)
                 observation[image_mask_key(camera_key)] = False
                 continue
-            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
+                    or min(image.shape[:2]) == 0):
                 got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
                 raise ObservationError(f"'{key}' must be an (H, W, 3) uint8 image, got {got}")
             if features.image_size is not None:
@@ -231,6 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
             observation, encoded = state.parse(body)
         except ObservationError as exc:
             return self._error(http.HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a request nobody foresaw: answered, and the server goes on
+            logger.warning("a request from %s failed unexpectedly", self.address_string(), exc_info=exc)
+            return self._error(http.HTTPStatus.BAD_REQUEST, f"invalid request ({type(exc).__name__}: {exc})")
         try:
             reply = state.act(observation, encoded=encoded, client=self.client_address)
         except Exception as exc:  # noqa: BLE001 - any policy failure goes back to the client, which holds its arm
