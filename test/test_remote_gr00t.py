@@ -448,3 +448,16 @@ def test_client_speaks_n15_to_an_n15_style_server():
         stop.set()
         thread.join(timeout=5)
         rep.close()
+
+
+def test_observation_histories_are_refused_by_name(so101):
+    layout = wire.layout_from_config(so101)
+    configs = {"video": wire.ModalityConfig((0,), ("front", "wrist")),
+               "state": wire.ModalityConfig((-2, -1, 0), ("single_arm", "gripper")),
+               "action": wire.ModalityConfig(tuple(range(16)), ("single_arm", "gripper")),
+               "language": wire.ModalityConfig((0,), (wire.DEFAULT_LANGUAGE_KEY,))}
+    with pytest.raises(ConfigError, match="state history at steps \\[-2, -1, 0\\].*current observation only"):
+        wire.check_layout_against_server(layout, configs, source="server")
+    configs["state"] = wire.ModalityConfig((0,), ("arm", "gripper"))
+    with pytest.raises(ConfigError, match="state keys \\['arm', 'gripper'\\].*policy_servers.gr00t.state"):
+        wire.check_layout_against_server(layout, configs, source="server")
