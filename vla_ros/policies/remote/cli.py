@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a request waits for others to share its forward pass, at most 5 ms "
                              "(default: %(default)s)")
     parser.add_argument("--embodiment-tag", default=None,
-                        help="gr00t: the embodiment tag the server announces (default: new_embodiment)")
+                        help="gr00t: the embodiment tag this server stands for, logged with its modality keys "
+                             "(GR00T's protocol does not carry it; default: new_embodiment)")
     parser.add_argument("--openvla-chunked", action="store_true",
                         help="openvla: answer with the whole chunk (OpenVLA-OFT) instead of one action (OpenVLA)")
     add_device_arguments(parser)

@@ -113,6 +113,10 @@ class Gr00tServer:
             if warning:
                 logger.warning(warning)
             self._batcher = InferenceBatcher(self.policy, self.config.batch)
+            layout = self.layout
+            logger.info("embodiment tag '%s': video %s, state %s, action %s x %d steps, language '%s' (policy units "
+                        "of %s)", self.embodiment_tag, dict(layout.video), dict(layout.state), list(layout.action),
+                        self.features.chunk_size, layout.language, self.embodiment.source)
             if on_listening is not None:
                 on_listening(self.port)
             poller = zmq.Poller()
