@@ -21,7 +21,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vla_ros.bench import closed_loop, grounding, inference, load, overhead, soak, transport
+    from vla_ros.bench import (
+        closed_loop,
+        grounding,
+        inference,
+        jtc_stream,
+        load,
+        mock_closed_loop,
+        overhead,
+        soak,
+        transport,
+    )
     from vla_ros.bench import serve as serve_bench
     from vla_ros.cli import demo, nodes, record
     from vla_ros.policies import finetune
@@ -90,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a long time: memory growth and missed control deadlines")
     soak.add_arguments(soak_parser)
     soak_parser.set_defaults(run=soak.main)
+    jtc_parser = benches.add_parser("jtc", help="the command stream through ros2_control's real "
+                                    "joint_trajectory_controller on mock hardware (needs ROS 2 and ros2_control)")
+    jtc_stream.add_arguments(jtc_parser)
+    jtc_parser.set_defaults(run=jtc_stream.main)
+    mock_loop_parser = benches.add_parser("mock-closed-loop", help="a policy closing the loop through the real "
+                                          "controllers: <robot>.launch.py sim:=mock, episodes and success")
+    mock_closed_loop.add_arguments(mock_loop_parser)
+    mock_loop_parser.set_defaults(run=mock_closed_loop.main)
     return parser
 
 
