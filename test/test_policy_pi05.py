@@ -24,9 +24,9 @@ import pi_lerobot_fixtures as fixtures  # noqa: E402
 from vla_ros.core.adapter import EmbodimentAdapter  # noqa: E402
 from vla_ros.core.embodiment import load_embodiment  # noqa: E402
 from vla_ros.core.errors import ConfigError, PolicyError  # noqa: E402
-from vla_ros.core.features import STATE  # noqa: E402
+from vla_ros.core.features import STATE, image_key  # noqa: E402
 from vla_ros.policies.checks import check_policy  # noqa: E402
-from vla_ros.policies.factory import make_policy  # noqa: E402
+from vla_ros.policies.factory import PolicyOptions, make_policy  # noqa: E402
 
 FIXTURES = fixtures.fixture_dirs("pi05")
 CASES = [(directory, case) for directory in FIXTURES for case in fixtures.read_cases(directory)["cases"]]
@@ -80,12 +80,28 @@ def test_loads_through_the_factory_and_conforms(fixture_dir):
     assert (meta.features.state_dim, meta.features.action_dim, meta.features.chunk_size) == (7, 6, 5)
     assert meta.features.camera_keys == ("front", "wrist") and meta.features.image_size == (32, 32)
     assert meta.normalization == {STATE: "QUANTILES", "action": "QUANTILES"}
+    assert meta.features.resizes_images  # camera frames arrive at native size and are resized as LeRobot does
     adapter = EmbodimentAdapter(so101, meta.features)
     observation, _ = adapter.to_policy_observation(so101.example_observation(seed=1, instruction="touch the cube"))
     policy.reset(seed=3)
     first = policy.predict_chunk(observation)
     policy.reset(seed=3)
     assert np.array_equal(first, policy.predict_chunk(observation)) and first.shape == (5, 6)
+
+
+def test_the_opencv_fast_path_is_an_option_whose_frames_arrive_resized(fixture_dir):
+    so101 = load_embodiment("so101")
+    exact = make_policy(str(fixture_dir / "checkpoint"), embodiment=so101)
+    fast = make_policy(str(fixture_dir / "checkpoint"), embodiment=so101, options=PolicyOptions(image_resize="fast"))
+    assert not fast.metadata.features.resizes_images and "OpenCV image resize" in fast.metadata.description
+    observations = []
+    for policy in (exact, fast):
+        adapter = EmbodimentAdapter(so101, policy.metadata.features)
+        observation, _ = adapter.to_policy_observation(so101.example_observation(seed=1, instruction="touch it"))
+        observations.append(observation)
+    assert observations[0][image_key("front")].shape != (32, 32, 3) == observations[1][image_key("front")].shape
+    with pytest.raises(ConfigError, match="image resize 'slow' is not one of exact, fast"):
+        make_policy(str(fixture_dir / "checkpoint"), embodiment=so101, options=PolicyOptions(image_resize="slow"))
 
 
 def test_the_state_is_in_the_prompt(fixture_dir, tmp_path):

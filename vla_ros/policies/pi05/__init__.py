@@ -32,4 +32,11 @@ def load_policy(path: str | Path, *, embodiment: EmbodimentConfig, options: Poli
         raise MissingDependencyError("transformers", "policies", "The pi0/pi0.5 policy") from exc
     from vla_ros.policies.pi05.policy import load_pi
 
-    return load_pi(Path(path), embodiment=embodiment, device=options.device, dtype=options.dtype, warmup=options.warmup)
+    return load_pi(
+        Path(path),
+        embodiment=embodiment,
+        device=options.device,
+        dtype=options.dtype,
+        warmup=options.warmup,
+        image_resize=options.image_resize,
+    )

@@ -15,6 +15,7 @@ from vla_ros.core.features import ACTION, STATE, TASK, PolicyFeatures, PolicyObs
 from vla_ros.policies.base import ChunkPrefix, Policy, PolicyMetadata
 from vla_ros.policies.device import select_device, select_dtype
 from vla_ros.policies.pi05.checkpoint import PiCheckpoint, load_checkpoint
+from vla_ros.policies.smolvla.policy import IMAGE_RESIZES
 
 logger = logging.getLogger(__name__)
 WARMUP_INSTRUCTION = "warm up"
@@ -29,8 +30,18 @@ class PiPolicy(Policy):
     """
 
     def __init__(
-        self, checkpoint: PiCheckpoint, *, action_dt_s: float, warmup: bool = True, load_started_s: float | None = None
+        self,
+        checkpoint: PiCheckpoint,
+        *,
+        action_dt_s: float,
+        warmup: bool = True,
+        load_started_s: float | None = None,
+        image_resize: str = "exact",
     ):
+        """`image_resize`: "exact" takes camera frames at their native size and resizes them as LeRobot's policy
+        does; "fast" lets the adapter resize them with OpenCV first (cheaper, moves the actions)."""
+        if image_resize not in IMAGE_RESIZES:
+            raise ConfigError(f"image resize '{image_resize}' is not one of {', '.join(IMAGE_RESIZES)}")
         self._config = config = checkpoint.config
         self._model = checkpoint.model
         self._processor = checkpoint.processor
@@ -47,6 +58,7 @@ class PiPolicy(Policy):
             camera_keys=config.camera_keys,
             image_size=resolution,
             image_padding="center",
+            resizes_images=image_resize == "exact",
         )
         if warmup:
             self._warm_up(features)
@@ -58,7 +70,8 @@ class PiPolicy(Policy):
             features=features,
             description=(
                 f"{name} in LeRobot's format ({n_parameters / 1e6:.1f}M parameters, "
-                f"{config.num_inference_steps} flow steps, {dtype_name} on {self._device}) "
+                f"{config.num_inference_steps} flow steps, {dtype_name} on {self._device}, "
+                f"{'exact' if features.resizes_images else 'OpenCV'} image resize) "
                 f"from {checkpoint.directory}"
             ),
             normalization={
@@ -144,7 +157,13 @@ def _check_cameras_fed(embodiment: EmbodimentConfig, checkpoint: PiCheckpoint) -
 
 
 def load_pi(
-    path: Path, *, embodiment: EmbodimentConfig, device: str = "auto", dtype: str = "auto", warmup: bool = True
+    path: Path,
+    *,
+    embodiment: EmbodimentConfig,
+    device: str = "auto",
+    dtype: str = "auto",
+    warmup: bool = True,
+    image_resize: str = "exact",
 ) -> PiPolicy:
     started = time.perf_counter()
     torch_device = select_device(device)
@@ -159,4 +178,10 @@ def load_pi(
             torch_dtype,
         )
     _check_cameras_fed(embodiment, checkpoint)
-    return PiPolicy(checkpoint, action_dt_s=embodiment.control_period_s, warmup=warmup, load_started_s=started)
+    return PiPolicy(
+        checkpoint,
+        action_dt_s=embodiment.control_period_s,
+        warmup=warmup,
+        load_started_s=started,
+        image_resize=image_resize,
+    )
