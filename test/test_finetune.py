@@ -193,3 +193,15 @@ def test_a_datasets_tasks_keep_their_proportions_in_its_batches():
     observations, _, _ = Batches(samples, seed=0, task_weights=task_shares(samples)).sample(4000)
     touch = sum(observation["task"].startswith("touch") for observation in observations) / 4000
     assert touch == pytest.approx(0.75, abs=0.03)
+
+
+def test_fine_tuned_checkpoint_keeps_vla_ros_settings_where_lerobot_does_not_read(tiny_checkpoint, dataset, tmp_path):
+    out = tmp_path / "tuned"
+    finetune(str(tiny_checkpoint), [DatasetShare(dataset)], out, config=FinetuneConfig(steps=1, batch_size=2),
+             progress=False, patch_positions="transformers4")
+    config = json.loads((out / "config.json").read_text())
+    assert not [key for key in config if key.startswith("vla_ros")]  # LeRobot refuses keys it does not know
+    ours = json.loads((out / "vla_ros.json").read_text())
+    source = json.loads((tiny_checkpoint / "vla_ros.json").read_text())
+    assert ours["vision_patch_positions"] == "transformers4" and source["vision_patch_positions"] == "transformers5"
+    assert ours["relative_actions"] == source["relative_actions"] and ours["image_padding"] == "center"

@@ -193,8 +193,12 @@ def dataset_samples(dataset_dir: Path, embodiment: EmbodimentConfig, features) -
 
 
 def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, *, robot: str | None = None,
-             config: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict:
+             config: FinetuneConfig, resume: bool = False, progress: bool = True,
+             patch_positions: str | None = None) -> dict:
     """Fine-tune checkpoint `spec` ('builtin' or a directory) on one dataset or on several with weights.
+
+    `patch_positions`: overrides the vision patch positions found from the checkpoint's files (a checkpoint
+    saved by LeRobot <= 0.4 needs "transformers4"); the output's vla_ros.json records the ones trained with.
 
     `robot`: the robot of the LeRobot datasets (default: the robot_type each one names); training shards name
     their robots themselves. Each robot gets its own normalization and its batches are one robot at a time, as in
@@ -220,7 +224,7 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(source, patch_positions=patch_positions)
     model = checkpoint.model
     policies: dict[str, SmolVLAPolicy] = {}  # one per robot: its stats in the checkpoint, its relative actions
 
@@ -371,6 +375,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="normalization statistics for the robot")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/resume")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--patch-positions", choices=["auto", "transformers4", "transformers5"], default="auto",
+                        help="SmolVLA's vision patch positions (auto: from the checkpoint's files; a checkpoint "
+                             "saved by LeRobot <= 0.4 needs transformers4)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -379,7 +386,7 @@ def main(args: argparse.Namespace) -> int:
                             lora_rank=args.lora_rank, checkpoint_every=args.checkpoint_every, stats=args.stats,
                             threads=args.threads)
     log = finetune(args.policy, args.dataset, args.out, robot=args.robot, config=config, resume=args.resume,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, patch_positions=args.patch_positions)
     final = log["loss"][-1]["loss"] if log["loss"] else float("nan")
     print(f"wrote {args.out}: {log['samples']} samples from {log['episodes']} episodes, "
           f"{log['train_seconds'] / 60:.1f} min, final loss {final:.4f}")
