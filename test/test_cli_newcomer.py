@@ -79,6 +79,8 @@ def test_a_missing_checkpoint_names_the_current_download_command(capsys, tmp_pat
     )
     assert "no such checkpoint directory" in line and "`hf download <repo id> --local-dir <dir>`" in line
     assert "huggingface-cli" not in line
+    line = _one_line_error(capsys, ["demo", "--policy", "lerobot/smolvla_base", "--episodes", "1", "--no-progress"])
+    assert "`hf download lerobot/smolvla_base --local-dir smolvla_base`, then --policy smolvla_base" in line
 
 
 def test_help_shows_defaults_and_explains_finetuning(capsys):

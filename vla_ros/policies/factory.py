@@ -93,8 +93,11 @@ def make_policy(
     if path.is_dir():
         return _load_checkpoint(path, embodiment=embodiment, options=options)
     if "/" in spec or spec.startswith("."):
+        repo_like = spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+        download = (f"`hf download {spec} --local-dir {spec.split('/')[1]}`, then --policy {spec.split('/')[1]}"
+                    if repo_like else "`hf download <repo id> --local-dir <dir>`")
         raise ConfigError(f"policy '{spec}': no such checkpoint directory (weights are never downloaded: give a "
-                          "local directory, or download it beforehand with `hf download <repo id> --local-dir <dir>`)")
+                          f"local directory, or download it beforehand with {download})")
     raise ConfigError(f"unknown policy '{spec}': give builtin, expert, a checkpoint directory, ws://host:port, "
                       "gr00t://host:port or openvla+http://host:port."
                       + did_you_mean(spec, NAMED_POLICIES))
