@@ -104,3 +104,24 @@ def max_difference(directory: Path, case: str, tmp_path: Path) -> float:
     actions = vla_ros_actions(directory, case, tmp_path)
     assert actions.shape == expected.shape, (actions.shape, expected.shape)
     return float(np.abs(actions - expected).max())
+
+
+def check_full_size_architecture(directory: Path) -> int:
+    """vla_ros's full-size model (LeRobot's real variant sizes) against the weight names and shapes of LeRobot's
+    full-size model, recorded by the fixture script; built on the meta device (no memory). Its parameter count."""
+    import gzip
+
+    import torch
+
+    from vla_ros.policies.pi05.checkpoint import load_weights
+    from vla_ros.policies.pi05.config import PiConfig
+    from vla_ros.policies.pi05.modeling import PiFlowModel
+
+    shapes = json.loads(gzip.decompress((directory / "full_size_shapes.json.gz").read_bytes()))
+    data = json.loads((directory / "checkpoint" / "config.json").read_text(encoding="utf-8"))
+    config = PiConfig.from_dict({**data, "image_resolution": [224, 224]}, source=str(directory))
+    with torch.device("meta"):
+        model = PiFlowModel(config)
+        weights = {key: torch.empty(shape) for key, shape in shapes.items()}
+    load_weights(model, weights, config=config, source=str(directory / "full_size_shapes.json.gz"))
+    return sum(parameter.numel() for parameter in model.parameters())

@@ -195,3 +195,10 @@ def test_too_old_transformers_names_the_version_to_install(checkpoint, so101, mo
     monkeypatch.setattr("transformers.__version__", "5.3.1")
     with pytest.raises(PolicyError, match=r"transformers >= 5.4.*5.3.1 is installed: pip install 'transformers>=5.4'"):
         make_policy(str(checkpoint), embodiment=so101)
+
+
+@pytest.mark.parametrize("directory", LEROBOT_FIXTURES, ids=[d.name for d in LEROBOT_FIXTURES])
+def test_full_size_weights_of_lerobot_fit_vla_ros(directory):
+    """LeRobot's real sizes (gemma_2b VLM, gemma_300m expert, SigLIP so400m): every weight name and shape fits."""
+    parameters = fixtures.check_full_size_architecture(directory)
+    assert 3.2e9 < parameters < 3.3e9  # without the two unused output heads of 257,152 tokens

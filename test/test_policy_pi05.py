@@ -234,3 +234,10 @@ def test_bfloat16_runs_near_the_float32_actions(fixture_dir):
     actions = policy.sample(batch, torch.from_numpy(io["noise"]))
     assert actions.dtype == np.float32 and np.isfinite(actions).all()
     assert np.abs(actions - io["actions_two_cameras"]).max() < 0.5
+
+
+@pytest.mark.parametrize("directory", FIXTURES, ids=[d.name for d in FIXTURES])
+def test_full_size_weights_of_lerobot_fit_vla_ros(directory):
+    """LeRobot's real sizes (gemma_2b VLM, gemma_300m expert, SigLIP so400m): every weight name and shape fits."""
+    parameters = fixtures.check_full_size_architecture(directory)
+    assert 3.3e9 < parameters < 3.4e9  # without the two unused output heads of 257,152 tokens

@@ -23,6 +23,7 @@ from other action statistics than the preprocessor, so the tests see which file 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -80,7 +81,7 @@ def word_tokenizer(directory: Path):
     return fast
 
 
-def shrink_lerobot(modeling, vocab_size: int) -> None:
+def shrink_lerobot(modeling, vocab_size: int):
     """Make LeRobot build tiny models: variant sizes, SigLIP and vocabulary; its forward code is untouched."""
     real_variant = modeling.get_gemma_config
     real_vlm, real_expert = modeling.PaliGemmaForConditionalGenerationWithPiGemma, modeling.PiGemmaForCausalLM
@@ -103,6 +104,13 @@ def shrink_lerobot(modeling, vocab_size: int) -> None:
     modeling.get_gemma_config = get_gemma_config
     modeling.PaliGemmaForConditionalGenerationWithPiGemma = vlm
     modeling.PiGemmaForCausalLM = expert
+
+    def restore() -> None:
+        modeling.get_gemma_config = real_variant
+        modeling.PaliGemmaForConditionalGenerationWithPiGemma = real_vlm
+        modeling.PiGemmaForCausalLM = real_expert
+
+    return restore
 
 
 def stats(generator, width: int, shift: float = 0.0) -> dict:
@@ -142,7 +150,7 @@ def make(kind: str, out: Path) -> None:
     checkpoint = out / "checkpoint"
     checkpoint.mkdir(parents=True)
     tokenizer = word_tokenizer(checkpoint / "tokenizer")
-    shrink_lerobot(modeling, len(tokenizer))
+    restore_sizes = shrink_lerobot(modeling, len(tokenizer))
     real_step = processing.TokenizerProcessorStep
     processing.TokenizerProcessorStep = lambda **kw: real_step(**{**kw, "tokenizer_name": "tokenizer"})
     os.chdir(checkpoint)  # the tokenizer step resolves "tokenizer" against the working directory
@@ -255,6 +263,17 @@ def make(kind: str, out: Path) -> None:
         {**tensors, **{f"actions_{name}": actions for name, actions in cases.items()}}, str(out / "io.safetensors")
     )
     import transformers
+
+    # LeRobot's full-size model (its own sizes), built without memory on the meta device: its weight names and
+    # shapes, so that the tests check vla_ros's full-size architecture against them.
+    restore_sizes()
+    full_config = policy_config(("front", "wrist"), DEFAULT_MODE[kind])
+    full_config.image_resolution = (224, 224)
+    full_config.device = "meta"
+    with torch.device("meta"):
+        full_size = policy_class(full_config)
+    shapes = {key: list(value.shape) for key, value in full_size.state_dict().items()}
+    (out / "full_size_shapes.json.gz").write_bytes(gzip.compress(json.dumps(shapes).encode(), mtime=0))
 
     (out / "cases.json").write_text(
         json.dumps(
