@@ -146,3 +146,16 @@ def test_bench_load_refuses_a_robot_the_simulator_does_not_have(capsys):
     from vla_ros.sim.robots import SIM_ROBOTS
 
     assert f"the simulator has no robot 'ur5': it simulates {', '.join(SIM_ROBOTS)}" in capsys.readouterr().err
+
+
+def _session(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return int(f.read().split(")")[-1].split()[3])
+
+
+def test_the_hog_runs_as_other_programs_or_in_the_benchmarks_session():
+    with CpuHog(1, max_seconds=60) as hog:  # default: a session of its own, like another program
+        (pid,) = hog.pids
+        assert _session(pid) == pid != _session(os.getpid())
+    with CpuHog(1, max_seconds=60, own_sessions=False) as hog:
+        assert _session(hog.pids[0]) == _session(os.getpid())

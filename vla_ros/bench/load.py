@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="stop starting episodes after this long; the busy loops end by then at the latest",
     )
+    parser.add_argument(
+        "--hogs-in-bench-session",
+        action="store_true",
+        help="run the busy loops in the benchmark's own session, where they compete with inference thread by thread "
+        "(default: each in a session of its own, as other programs run)",
+    )
     add_device_arguments(parser)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--out", type=Path, default=Path("bench_out"), help="folder for the plot")
@@ -102,6 +108,7 @@ def run_arms(
     colors: tuple[str, ...],
     seeds: list[int],
     hog_processes: int,
+    hogs_in_bench_session: bool = False,
     deadline: float,
     progress=None,
 ) -> tuple[dict, dict]:
@@ -124,7 +131,12 @@ def run_arms(
             return run_episode(world, task, seed=seed, policy=policy, pipeline=pipeline, settings=settings)
 
         idle.run(run_one)
-        with CpuHog(hog_processes, max_seconds=max(1.0, deadline - time.monotonic()) + 120):
+        hog = CpuHog(
+            hog_processes,
+            max_seconds=max(1.0, deadline - time.monotonic()) + 120,
+            own_sessions=not hogs_in_bench_session,
+        )
+        with hog:
             loaded.run(run_one)
         if progress is not None:
             progress.update(2)
@@ -171,6 +183,7 @@ def run(args: argparse.Namespace) -> dict:
         "episodes_per_arm": args.episodes,
         "seeds": seeds,
         "cores": available_cpus(),
+        "hogs_in_bench_session": args.hogs_in_bench_session,
         "hog_processes": args.hog_processes,
         "load_average_1min_before": load_average(),
         "robots": [],
@@ -193,6 +206,7 @@ def run(args: argparse.Namespace) -> dict:
                     colors=colors,
                     seeds=seeds,
                     hog_processes=args.hog_processes,
+                    hogs_in_bench_session=args.hogs_in_bench_session,
                     deadline=deadline,
                     progress=progress,
                 )
@@ -269,7 +283,8 @@ def plot(results: dict, path: Path) -> Path:
     axes[0].set_ylim(0, 1.05)
     fig.suptitle(
         f"vla-ros bench load: {results['policy']}, {results['episodes_per_arm']} episodes per arm, "
-        f"{results['hog_processes']} busy loops on {results['cores']} cores",
+        f"{results['hog_processes']} busy loops on {results['cores']} cores"
+        f"{' in its session' if results['hogs_in_bench_session'] else ', each its own program'}",
         fontsize=10,
     )
     fig.tight_layout()

@@ -99,12 +99,15 @@ def load_warning(
 class CpuHog:
     """`processes` busy loops (default: one per core), started on entering and always stopped on leaving.
 
-    Each loop also ends by itself after `max_seconds` or when this process is gone.
+    Each loop also ends by itself after `max_seconds` or when this process is gone. `own_sessions`: each loop runs
+    in a session of its own, as another program on the machine does (Linux's autogroup scheduling shares the CPU
+    between sessions first); off, the loops share this process's session and compete with it thread by thread.
     """
 
-    def __init__(self, processes: int | None = None, *, max_seconds: float = 3600.0):
+    def __init__(self, processes: int | None = None, *, max_seconds: float = 3600.0, own_sessions: bool = True):
         self.processes = processes if processes is not None else available_cpus()
         self.max_seconds = max_seconds
+        self.own_sessions = own_sessions
         self._children: list[subprocess.Popen] = []
 
     def __enter__(self) -> CpuHog:
@@ -117,6 +120,7 @@ class CpuHog:
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
+                        start_new_session=self.own_sessions,
                     )
                 )
         except BaseException:
