@@ -264,29 +264,38 @@ def test_unreachable_server_fails_at_start_with_advice(so101):
         Gr00tRemotePolicy("gr00t://127.0.0.1", embodiment=so101)
 
 
-def test_the_arm_holds_while_the_server_is_away_and_the_client_reconnects(so101):
-    policy = smooth(so101)
-    server = serve(policy, so101)
-    port = server.port
-    remote = Gr00tRemotePolicy(server.url, embodiment=so101, config=RemoteConfig(
-        connect_timeout_s=3.0, request_timeout_s=0.3, retry_initial_s=0.02, retry_max_s=0.1))
+def check_outage(remote, embodiment, server: BackgroundServer, restart, *, first_error: str) -> None:
+    """Stop `server` under `remote`: the first request fails with `first_error`, the next at once (the arm holds);
+    `restart()` (a BackgroundServer on the same port) brings the client back. Stops every server it started."""
+    batch, _ = EmbodimentAdapter(embodiment, remote.metadata.features).to_policy_observation(
+        embodiment.example_observation())
+    shape = remote.predict_chunk(batch).shape
+    server.stop()
+    with pytest.raises(PolicyError, match=first_error):
+        remote.predict_chunk(batch)
+    started = time.monotonic()
+    with pytest.raises(PolicyError, match="unreachable since.*the arm holds"):
+        remote.predict_chunk(batch)
+    assert time.monotonic() - started < 0.1, "predict_chunk blocked while the server was away"
+    server = restart()
     try:
-        batch, _ = EmbodimentAdapter(so101, remote.metadata.features).to_policy_observation(
-            so101.example_observation())
-        assert remote.predict_chunk(batch).shape == (10, 6)
-        server.stop()
-        with pytest.raises(PolicyError, match="no reply.*within 0.3 s"):
-            remote.predict_chunk(batch)
-        started = time.monotonic()
-        with pytest.raises(PolicyError, match="unreachable since.*the arm holds"):
-            remote.predict_chunk(batch)
-        assert time.monotonic() - started < 0.1, "predict_chunk blocked while the server was away"
-        server = BackgroundServer(Gr00tServer(policy, ServeConfig(port=port), embodiment=so101)).start()
         deadline = time.monotonic() + 5
         while not remote.connected:
             assert time.monotonic() < deadline, "the client did not reconnect"
             time.sleep(0.02)
-        assert remote.predict_chunk(batch).shape == (10, 6)
+        assert remote.predict_chunk(batch).shape == shape
+    finally:
+        server.stop()
+
+
+def test_the_arm_holds_while_the_server_is_away_and_the_client_reconnects(so101):
+    policy = smooth(so101)
+    server = serve(policy, so101)
+    remote = Gr00tRemotePolicy(server.url, embodiment=so101, config=RemoteConfig(
+        connect_timeout_s=3.0, request_timeout_s=0.3, retry_initial_s=0.02, retry_max_s=0.1))
+    try:
+        check_outage(remote, so101, server, lambda: BackgroundServer(Gr00tServer(
+            policy, ServeConfig(port=server.port), embodiment=so101)).start(), first_error="no reply.*within 0.3 s")
     finally:
         remote.close()
         server.stop()

@@ -10,7 +10,6 @@ import base64
 import http.client
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -231,29 +230,16 @@ def test_token_size_limit_paths_and_health():
 
 
 def test_the_arm_holds_while_the_server_is_away_and_the_client_reconnects():
+    from test_remote_gr00t import check_outage
+
     so101 = robot()
     policy = smooth(so101)
     server = serve(policy, so101)
-    port = server.port
     remote = OpenVlaRemotePolicy(server.url, embodiment=so101, config=RemoteConfig(
         connect_timeout_s=3.0, request_timeout_s=1.0, retry_initial_s=0.02, retry_max_s=0.1))
     try:
-        batch, _ = EmbodimentAdapter(so101, remote.metadata.features).to_policy_observation(
-            so101.example_observation())
-        assert remote.predict_chunk(batch).shape == (2, 6)
-        server.stop()
-        with pytest.raises(PolicyError, match="the arm holds"):
-            remote.predict_chunk(batch)
-        started = time.monotonic()
-        with pytest.raises(PolicyError, match="unreachable since.*the arm holds"):
-            remote.predict_chunk(batch)
-        assert time.monotonic() - started < 0.1, "predict_chunk blocked while the server was away"
-        server = BackgroundServer(OpenVlaServer(policy, ServeConfig(port=port), embodiment=so101)).start()
-        deadline = time.monotonic() + 5
-        while not remote.connected:
-            assert time.monotonic() < deadline, "the client did not reconnect"
-            time.sleep(0.02)
-        assert remote.predict_chunk(batch).shape == (2, 6)
+        check_outage(remote, so101, server, lambda: BackgroundServer(OpenVlaServer(
+            policy, ServeConfig(port=server.port), embodiment=so101)).start(), first_error="the arm holds")
     finally:
         remote.close()
         server.stop()
