@@ -1,8 +1,9 @@
 """A vla_ros policy behind Isaac-GR00T's policy-server protocol (see gr00t_protocol.py), for GR00T clients.
 
 The socket is a ZMQ ROUTER, which answers Isaac-GR00T's REQ clients like their REP server does, but lets many
-requests be in flight at once: they reach the model worker together and share a forward pass (batching.py).
-Only this thread touches the socket; finished replies come back through a queue and an in-process wake-up socket.
+requests be in flight at once: they are decoded in parallel, reach the model worker together and share a
+forward pass (batching.py). Only the serving thread touches the socket; replies come back to it through a queue
+and an in-process wake-up socket.
 
 State and action parts are in the robot's policy units (`policy_unit` in its YAML); images of any size are
 resized with padding to the policy's input. The embodiment tag is a label chosen at start-up: the server
@@ -20,6 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from vla_ros.policies.remote.server import ServeConfig, exposure_warning
 logger = logging.getLogger("vla_ros.serve")
 
 DEFAULT_EMBODIMENT_TAG = "new_embodiment"  # Isaac-GR00T's tag for robots outside its pretraining mix
+DECODER_THREADS = 4  # requests decoded at once; more buys nothing on the few cores a robot's server has
 _wake_ids = itertools.count()
 
 
@@ -74,6 +77,7 @@ class Gr00tServer:
             "language": wire.ModalityConfig((0,), (self.layout.language,)),
         }
         self._batcher: InferenceBatcher | None = None
+        self._decoders: ThreadPoolExecutor | None = None
         self._outbox: queue.Queue[list[bytes]] = queue.Queue()
         self._wake_lock = threading.Lock()
         self._wake = None
@@ -113,6 +117,9 @@ class Gr00tServer:
             if warning:
                 logger.warning(warning)
             self._batcher = InferenceBatcher(self.policy, self.config.batch)
+            # Requests are decoded (msgpack, .npy, resizing) in parallel, so that concurrent ones reach the model
+            # worker together; only this thread touches the socket.
+            self._decoders = ThreadPoolExecutor(max_workers=DECODER_THREADS, thread_name_prefix="vla_ros_gr00t_decode")
             layout = self.layout
             logger.info("embodiment tag '%s': video %s, state %s, action %s x %d steps, language '%s' (policy units "
                         "of %s)", self.embodiment_tag, dict(layout.video), dict(layout.state), list(layout.action),
@@ -138,8 +145,10 @@ class Gr00tServer:
                             frames = sock.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        self._handle(frames)
+                        self._decoders.submit(self._handle, frames)
         finally:
+            if self._decoders is not None:
+                self._decoders.shutdown(wait=True, cancel_futures=True)
             if self._batcher is not None:
                 self._batcher.close()
             for s in (sock, wake_in, self._wake):
