@@ -32,10 +32,15 @@ class SwayPolicy(Policy):
 
     def __init__(self, embodiment: EmbodimentConfig):
         n = len(embodiment.joint_names)
-        features = PolicyFeatures(state_dim=n, action_dim=n, chunk_size=10, action_dt_s=embodiment.control_period_s,
-                                  camera_keys=())
-        self.metadata = PolicyMetadata(name="sway", features=features, description="test policy: sways every arm "
-                                       "joint", normalization={STATE: "IDENTITY"})
+        features = PolicyFeatures(
+            state_dim=n, action_dim=n, chunk_size=10, action_dt_s=embodiment.control_period_s, camera_keys=()
+        )
+        self.metadata = PolicyMetadata(
+            name="sway",
+            features=features,
+            description="test policy: sways every arm joint",
+            normalization={STATE: "IDENTITY"},
+        )
         self.adapter = EmbodimentAdapter(embodiment, features)
         grippers = {g.joint for g in embodiment.grippers}
         self.arm = np.array([name not in grippers for name in embodiment.joint_names])
@@ -65,11 +70,16 @@ class MockLaunch:
     def __init__(self, robot: str, domain: int, log: Path, **arguments: str):
         self.robot, self.domain, self.log = robot, domain, log
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        argv = ["ros2", "launch", "vla_ros", f"{robot}.launch.py", "sim:=mock",
-                *(f"{name}:={value}" for name, value in arguments.items())]
+        argv = [
+            "ros2",
+            "launch",
+            "vla_ros",
+            f"{robot}.launch.py",
+            "sim:=mock",
+            *(f"{name}:={value}" for name, value in arguments.items()),
+        ]
         with open(log, "wb") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -134,8 +144,10 @@ class Probe:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        publishers = [self.node.create_publisher(Image, embodiment.camera_topic(camera), qos_profile_sensor_data)
-                      for camera in embodiment.cameras]
+        publishers = [
+            self.node.create_publisher(Image, embodiment.camera_topic(camera), qos_profile_sensor_data)
+            for camera in embodiment.cameras
+        ]
 
         def publish() -> None:
             stamp = self.node.get_clock().now().to_msg()

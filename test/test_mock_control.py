@@ -23,7 +23,8 @@ def test_shipped_controllers_file_is_the_generated_one(robot):
     shipped = (ROOT / "config" / "controllers" / f"{robot}.yaml").read_text(encoding="utf-8")
     assert shipped == controllers_yaml_text(load_embodiment(robot)), (
         f"config/controllers/{robot}.yaml is out of date: python -m vla_ros.ros.mock_control {robot} "
-        f"> config/controllers/{robot}.yaml")
+        f"> config/controllers/{robot}.yaml"
+    )
 
 
 @pytest.mark.parametrize("robot", ROBOTS)
@@ -76,8 +77,10 @@ def test_recommended_jtc_settings_are_in_every_trajectory_controller():
 
 def test_a_joint_state_command_output_has_no_mock_controller(tmp_path):
     config = (ROOT / "config" / "robots" / "so101.yaml").read_text(encoding="utf-8")
-    config = config.replace("interface: joint_trajectory, name: /arm_controller/joint_trajectory",
-                            "interface: joint_command, name: /joint_command")
+    config = config.replace(
+        "interface: joint_trajectory, name: /arm_controller/joint_trajectory",
+        "interface: joint_command, name: /joint_command",
+    )
     path = tmp_path / "isaac_so101.yaml"
     path.write_text(config, encoding="utf-8")
     with pytest.raises(ConfigError, match="no ros2_control controller"):

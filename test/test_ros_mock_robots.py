@@ -60,8 +60,14 @@ def launcher(tmp_path_factory):
                 probe = running["probes"][robot_in_batch] = Probe(domain)
                 probe.publish_camera_images(load_embodiment(robot_in_batch))
                 running["launches"][robot_in_batch] = MockLaunch(
-                    robot_in_batch, domain, folder / f"{robot_in_batch}.log", policy=url, dry_run="false",
-                    instruction="sway", sim_world="false")
+                    robot_in_batch,
+                    domain,
+                    folder / f"{robot_in_batch}.log",
+                    policy=url,
+                    dry_run="false",
+                    instruction="sway",
+                    sim_world="false",
+                )
         return running["launches"][robot], running["probes"][robot]
 
     yield bring_up
@@ -70,24 +76,35 @@ def launcher(tmp_path_factory):
 
 def _expected_controllers(robot: str) -> dict[str, set[str]]:
     """Controller manager -> the controllers it must have active."""
-    return {group.node_name("controller_manager") if group.namespace else "/controller_manager":
-            {JOINT_STATE_BROADCASTER, *(c.name for c in group.controllers)}
-            for group in control_groups(load_embodiment(robot))}
+    return {
+        group.node_name("controller_manager") if group.namespace else "/controller_manager": {
+            JOINT_STATE_BROADCASTER,
+            *(c.name for c in group.controllers),
+        }
+        for group in control_groups(load_embodiment(robot))
+    }
 
 
 @pytest.mark.parametrize("robot", ROBOTS)
 def test_controllers_come_up_active_and_the_policy_moves_the_arm(launcher, robot):
     launch, probe = launcher(robot)
     embodiment = load_embodiment(robot)
-    joint_states = {source.topic: probe.subscribe_joint_states(source.topic)
-                    for source in embodiment.ros.joint_state_topics}
+    joint_states = {
+        source.topic: probe.subscribe_joint_states(source.topic) for source in embodiment.ros.joint_state_topics
+    }
     for manager, expected in _expected_controllers(robot).items():
-        active = wait_until(lambda m=manager, e=expected: all(
-            probe.controller_states(m).get(name) == "active" for name in e), BRING_UP_S, period_s=1.0)
-        assert active, (f"{robot}: {manager} has {probe.controller_states(manager)}, expected {sorted(expected)} "
-                        f"active\n{launch.output()[-4000:]}")
+        active = wait_until(
+            lambda m=manager, e=expected: all(probe.controller_states(m).get(name) == "active" for name in e),
+            BRING_UP_S,
+            period_s=1.0,
+        )
+        assert active, (
+            f"{robot}: {manager} has {probe.controller_states(manager)}, expected {sorted(expected)} "
+            f"active\n{launch.output()[-4000:]}"
+        )
     assert wait_until(lambda: probe.lifecycle_state("/vla_policy") == "active", BRING_UP_S, period_s=1.0), (
-        f"{robot}: policy node is '{probe.lifecycle_state('/vla_policy')}'\n{launch.output()[-4000:]}")
+        f"{robot}: policy node is '{probe.lifecycle_state('/vla_policy')}'\n{launch.output()[-4000:]}"
+    )
     from rcl_interfaces.srv import GetParameters
 
     dry_run = probe.call(GetParameters, "/vla_policy/get_parameters", GetParameters.Request(names=["dry_run"]))
@@ -101,17 +118,24 @@ def test_controllers_come_up_active_and_the_policy_moves_the_arm(launcher, robot
     for source in embodiment.ros.joint_state_topics:
         for name in embodiment.joint_names:
             if name.startswith(source.prefix) and name not in grippers:
-                arm[name[len(source.prefix):], source.topic] = name
+                arm[name[len(source.prefix) :], source.topic] = name
 
     def moved() -> list[str]:
-        return [robot_name for (wire, topic), robot_name in arm.items()
-                if len(values := joint_states[topic].get(wire, [])) > 1 and max(values) - min(values) > 0.01]
+        return [
+            robot_name
+            for (wire, topic), robot_name in arm.items()
+            if len(values := joint_states[topic].get(wire, [])) > 1 and max(values) - min(values) > 0.01
+        ]
 
     assert wait_until(lambda: len(moved()) == len(arm), 60.0, period_s=0.5), (
-        f"{robot}: only {moved()} of {sorted(arm.values())} moved\n{launch.output()[-4000:]}")
+        f"{robot}: only {moved()} of {sorted(arm.values())} moved\n{launch.output()[-4000:]}"
+    )
     # A command that an overloaded machine delivers after its whole lookahead (a second) has passed is rejected, as
     # it must be; any other rejection (joint names, velocities, ...) is a bug in what we send.
     problems = ("Received trajectory", "rejected", "Joints on incoming", "Velocity of last")
-    rejected = [line for line in launch.output().splitlines()
-                if any(p in line for p in problems) and "ends in the past" not in line]
+    rejected = [
+        line
+        for line in launch.output().splitlines()
+        if any(p in line for p in problems) and "ends in the past" not in line
+    ]
     assert not rejected, f"{robot}: the controllers rejected commands:\n" + "\n".join(rejected[:10])

@@ -73,10 +73,12 @@ def test_every_topic_and_frame_of_the_rviz_and_rqt_configs_exists_on_the_mock_gr
     frames: set[str] = set()
     from tf2_msgs.msg import TFMessage
 
-    probe.node.create_subscription(TFMessage, "/tf", lambda m: frames.update(
-        t.header.frame_id for t in m.transforms), 10)
+    probe.node.create_subscription(
+        TFMessage, "/tf", lambda m: frames.update(t.header.frame_id for t in m.transforms), 10
+    )
     launch = MockLaunch("so101", DOMAIN, tmp_path / "launch.log", policy=url, sim_world="false")
     try:
+
         def graph() -> dict[str, list[str]]:
             return dict(probe.node.get_topic_names_and_types())
 
@@ -85,7 +87,8 @@ def test_every_topic_and_frame_of_the_rviz_and_rqt_configs_exists_on_the_mock_gr
             return {topic: kind for topic, kind in wanted.items() if kind not in topics.get(topic, [])}
 
         assert wait_until(lambda: not missing(), 120.0, period_s=1.0), (
-            f"not on the graph (topic: type): {missing()}; the graph has {sorted(graph())}\n{launch.output()[-3000:]}")
+            f"not on the graph (topic: type): {missing()}; the graph has {sorted(graph())}\n{launch.output()[-3000:]}"
+        )
         # The fixed frame is the root of the robot's TF tree (robot_state_publisher, from the mock joint states), and
         # the ghost robot's frames carry the preview/ prefix.
         assert wait_until(lambda: fixed_frame in frames and f"preview/{fixed_frame}" in frames, 30.0), sorted(frames)

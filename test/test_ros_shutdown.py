@@ -34,10 +34,12 @@ def test_ctrl_c_stops_the_policy_node_cleanly(tmp_path):
     launch = MockLaunch("so101", DOMAIN, tmp_path / "launch.log", policy=url, sim_world="false", instruction="sway")
     try:
         assert wait_until(lambda: probe.lifecycle_state("/vla_policy") == "active", 120.0, period_s=1.0), (
-            launch.output()[-4000:])
+            launch.output()[-4000:]
+        )
         # Commanding: the arm moves under the controller before the interrupt.
-        assert wait_until(lambda: len(values := joints.get("shoulder_pan", [])) > 1 and max(values) - min(values)
-                          > 0.01, 60.0), launch.output()[-4000:]
+        assert wait_until(
+            lambda: len(values := joints.get("shoulder_pan", [])) > 1 and max(values) - min(values) > 0.01, 60.0
+        ), launch.output()[-4000:]
     finally:
         code = launch.interrupt()
         probe.close()
@@ -48,7 +50,8 @@ def test_ctrl_c_stops_the_policy_node_cleanly(tmp_path):
     # about ours: the policy node's own exit is what counts.
     del code
     assert any("process has finished cleanly" in line and "policy_node" in line for line in output.splitlines()), (
-        output[-4000:])
+        output[-4000:]
+    )
     errors = [line for line in node_lines if ERROR_LINE.search(line)]
     assert not errors, "\n".join(errors)
     # It said it stopped commanding, holding the arm.

@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--domain", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "43")))
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="s to wait for the policy to load")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="s of wall-clock time per episode (default: the task's own timeout)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="s of wall-clock time per episode (default: the task's own timeout)"
+    )
     parser.add_argument("--json", type=Path, default=None)
 
 
@@ -56,12 +57,15 @@ class _Graph:
         self.executor.add_node(self.node)
         self.success = False
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(Bool, "/mujoco_robot/task_success",
-                                      lambda m: setattr(self, "success", self.success or m.data), latched)
+        self.node.create_subscription(
+            Bool, "/mujoco_robot/task_success", lambda m: setattr(self, "success", self.success or m.data), latched
+        )
         self.embodiment = load_embodiment(robot)
         self.trajectory_outputs = [
-            (self.node.create_publisher(JointTrajectory, o.name, 10), o) for o in self.embodiment.outputs
-            if o.interface is CommandInterface.JOINT_TRAJECTORY]
+            (self.node.create_publisher(JointTrajectory, o.name, 10), o)
+            for o in self.embodiment.outputs
+            if o.interface is CommandInterface.JOINT_TRAJECTORY
+        ]
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
@@ -91,8 +95,9 @@ class _Graph:
         from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
 
-        response = self.call(ChangeState, "/vla_policy/change_state",
-                             ChangeState.Request(transition=Transition(label=transition)))
+        response = self.call(
+            ChangeState, "/vla_policy/change_state", ChangeState.Request(transition=Transition(label=transition))
+        )
         if not response.success:
             raise RuntimeError(f"the policy node refused '{transition}'")
 
@@ -114,8 +119,15 @@ class _Graph:
         home = build_trajectory(embodiment.joint_names, embodiment.home, HOME_S)
         for publisher, output in self.trajectory_outputs:
             index = [embodiment.joint_names.index(name) for name in output.joints]
-            publisher.publish(trajectory_to_msg(home, JointTrajectory, JointTrajectoryPoint,
-                                                joint_names=output.wire_joint_names, joint_indices=index))
+            publisher.publish(
+                trajectory_to_msg(
+                    home,
+                    JointTrajectory,
+                    JointTrajectoryPoint,
+                    joint_names=output.wire_joint_names,
+                    joint_indices=index,
+                )
+            )
 
     def close(self) -> None:
         import rclpy
@@ -125,12 +137,28 @@ class _Graph:
         rclpy.try_shutdown(context=self.context)
 
 
-def run(*, robot: str, policy: str, instruction: str, episodes: int, domain: int, startup_timeout_s: float,
-        log: Path, timeout_s: float | None = None) -> dict:
+def run(
+    *,
+    robot: str,
+    policy: str,
+    instruction: str,
+    episodes: int,
+    domain: int,
+    startup_timeout_s: float,
+    log: Path,
+    timeout_s: float | None = None,
+) -> dict:
     timeout_s = parse_instruction(instruction).max_duration_s if timeout_s is None else timeout_s
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
-    argv = ["ros2", "launch", "vla_ros", f"{robot}.launch.py", "sim:=mock", f"policy:={policy}",
-            f"instruction:={instruction}"]
+    argv = [
+        "ros2",
+        "launch",
+        "vla_ros",
+        f"{robot}.launch.py",
+        "sim:=mock",
+        f"policy:={policy}",
+        f"instruction:={instruction}",
+    ]
     with open(log, "wb") as out:
         launch = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     graph = _Graph(domain, robot)
@@ -153,8 +181,9 @@ def run(*, robot: str, policy: str, instruction: str, episodes: int, domain: int
             began = time.monotonic()
             while not graph.success and time.monotonic() - began < timeout_s:
                 time.sleep(0.05)
-            results.append({"episode": episode, "success": graph.success,
-                            "seconds": round(time.monotonic() - began, 2)})
+            results.append(
+                {"episode": episode, "success": graph.success, "seconds": round(time.monotonic() - began, 2)}
+            )
             print(results[-1], flush=True)
     finally:
         graph.close()
@@ -165,17 +194,37 @@ def run(*, robot: str, policy: str, instruction: str, episodes: int, domain: int
             except subprocess.TimeoutExpired:
                 os.killpg(launch.pid, signal.SIGKILL)
     successes = sum(r["success"] for r in results)
-    return {"robot": robot, "policy": policy, "instruction": instruction, "episodes": len(results),
-            "successes": successes, "success_rate": successes / max(len(results), 1), "timeout_s": timeout_s,
-            "startup_s": round(startup_s, 1), "results": results, "machine": platform.platform(),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "log": str(log)}
+    return {
+        "robot": robot,
+        "policy": policy,
+        "instruction": instruction,
+        "episodes": len(results),
+        "successes": successes,
+        "success_rate": successes / max(len(results), 1),
+        "timeout_s": timeout_s,
+        "startup_s": round(startup_s, 1),
+        "results": results,
+        "machine": platform.platform(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "log": str(log),
+    }
 
 
 def main(args: argparse.Namespace) -> int:
     log = Path(tempfile.mkdtemp(prefix="vla_ros_mock_closed_loop_")) / "launch.log"
-    report_json(run(robot=args.robot, policy=args.policy, instruction=args.instruction, episodes=args.episodes,
-                    domain=args.domain, startup_timeout_s=args.startup_timeout, log=log, timeout_s=args.timeout),
-                args.json)
+    report_json(
+        run(
+            robot=args.robot,
+            policy=args.policy,
+            instruction=args.instruction,
+            episodes=args.episodes,
+            domain=args.domain,
+            startup_timeout_s=args.startup_timeout,
+            log=log,
+            timeout_s=args.timeout,
+        ),
+        args.json,
+    )
     return 0
 
 

@@ -49,34 +49,63 @@ def group_processes(
     """robot_state_publisher (publishing `description`, a URDF), controller manager and spawner of one group."""
     remaps = [arg for pair in group.remappings for arg in ("-r", f"{pair[0]}:={pair[1]}")]
     controllers = [JOINT_STATE_BROADCASTER, *(c.name for c in group.controllers)]
-    spawner_args = ["--controller-manager", group.node_name("controller_manager"),
-                    "--controller-manager-timeout", str(spawner_timeout_s),
-                    # Its 10 s default fails a bring-up on a busy machine.
-                    "--service-call-timeout", str(spawner_timeout_s / 2)]
+    spawner_args = [
+        "--controller-manager",
+        group.node_name("controller_manager"),
+        "--controller-manager-timeout",
+        str(spawner_timeout_s),
+        # Its 10 s default fails a bring-up on a busy machine.
+        "--service-call-timeout",
+        str(spawner_timeout_s / 2),
+    ]
     if remaps:  # the controllers' own topics and actions, renamed as the driver names them
         spawner_args += ["--controller-ros-args", " ".join(remaps)]
     return [
-        Process("robot_state_publisher", "robot_state_publisher", f"robot_state_publisher{group.namespace}",
-                group.namespace, parameters=(("robot_description", description),)),
-        Process("controller_manager", "ros2_control_node", f"controller_manager{group.namespace}", group.namespace,
-                params_file=params_file,
-                remappings=(("~/robot_description", f"{group.namespace}/robot_description"),)),
+        Process(
+            "robot_state_publisher",
+            "robot_state_publisher",
+            f"robot_state_publisher{group.namespace}",
+            group.namespace,
+            parameters=(("robot_description", description),),
+        ),
+        Process(
+            "controller_manager",
+            "ros2_control_node",
+            f"controller_manager{group.namespace}",
+            group.namespace,
+            params_file=params_file,
+            remappings=(("~/robot_description", f"{group.namespace}/robot_description"),),
+        ),
         Process("controller_manager", "spawner", f"spawner{group.namespace}", arguments=(*controllers, *spawner_args)),
     ]
 
 
-def mock_processes(embodiment: EmbodimentConfig, *, params_file: str, description_file: str | None = None,
-                   spawner_timeout_s: float = 60.0) -> list[Process]:
+def mock_processes(
+    embodiment: EmbodimentConfig,
+    *,
+    params_file: str,
+    description_file: str | None = None,
+    spawner_timeout_s: float = 60.0,
+) -> list[Process]:
     """Every process of `embodiment`'s mock bring-up: per control group the generated URDF, or the robot's own
     (`description_file`, for a robot with one controller manager), and the controllers file `params_file`."""
     groups = control_groups(embodiment)
     if description_file and len(groups) > 1:
-        raise VlaRosError(f"{embodiment.robot} has {len(groups)} controller managers "
-                          f"({[g.namespace for g in groups]}): one description_file cannot serve them all")
+        raise VlaRosError(
+            f"{embodiment.robot} has {len(groups)} controller managers "
+            f"({[g.namespace for g in groups]}): one description_file cannot serve them all"
+        )
     own = Path(description_file).read_text(encoding="utf-8") if description_file else None
-    return [process for group in groups
-            for process in group_processes(group, description=own or generated_urdf(embodiment, group),
-                                           params_file=params_file, spawner_timeout_s=spawner_timeout_s)]
+    return [
+        process
+        for group in groups
+        for process in group_processes(
+            group,
+            description=own or generated_urdf(embodiment, group),
+            params_file=params_file,
+            spawner_timeout_s=spawner_timeout_s,
+        )
+    ]
 
 
 def preview_description(embodiment: EmbodimentConfig) -> str | None:
@@ -95,8 +124,15 @@ class MockHardware:
     Output of each process goes to `<folder>/<name>.log`.
     """
 
-    def __init__(self, embodiment: EmbodimentConfig, *, env: dict | None = None, folder: str | None = None,
-                 description_file: str | None = None, **controller_options):
+    def __init__(
+        self,
+        embodiment: EmbodimentConfig,
+        *,
+        env: dict | None = None,
+        folder: str | None = None,
+        description_file: str | None = None,
+        **controller_options,
+    ):
         self.embodiment = embodiment
         self._tmp = None if folder else tempfile.TemporaryDirectory(prefix=f"vla_ros_mock_{embodiment.robot}_")
         self.folder = Path(folder or self._tmp.name)
