@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vla_ros.core.errors import ConfigError
-from vla_ros.ros.launch_params import parse_bool, policy_node_parameters, uses_sim_time
+from vla_ros.ros.launch_params import mock_follower_parameters, parse_bool, policy_node_parameters, uses_sim_time
 
 
 def params(**overrides):
@@ -42,3 +42,13 @@ def test_bad_sim_and_robot_fail_the_launch():
         params(sim="mujoc")
     with pytest.raises(ConfigError, match="unknown robot 'so11'"):
         params(robot="so11")
+
+
+def test_mock_runs_on_wall_time_and_the_world_judges_only_robots_it_has():
+    so101 = params(sim="mock", policy="builtin")
+    assert so101["use_sim_time"] is False and so101["success_topic"] == "/mujoco_robot/task_success"
+    assert mock_follower_parameters(robot="so101", instruction="") == {
+        "robot": "so101", "instruction": "touch the red cube", "use_sim_time": False, "follow_joint_states": True}
+    # No MuJoCo model of the UR5e: its controllers run without a world, and no success topic is awaited.
+    assert mock_follower_parameters(robot="ur5e", instruction="") is None
+    assert "success_topic" not in params(robot="ur5e", sim="mock", policy="builtin")
