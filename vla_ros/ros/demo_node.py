@@ -18,11 +18,12 @@ from rclpy.utilities import remove_ros_args
 from vla_ros.ros.launch_params import MUJOCO_SUCCESS_TOPIC
 from vla_ros.ros.policy_node import PolicyNode
 from vla_ros.ros.sim_node import MujocoRobotNode
+from vla_ros.sim.robots import SIM_ROBOTS
 
 
 def main(args=None) -> None:
     parser = argparse.ArgumentParser(prog="demo_node", description=__doc__.splitlines()[0])
-    parser.add_argument("--robot", default="so101", choices=["so101", "panda"])
+    parser.add_argument("--robot", default="so101", choices=SIM_ROBOTS)
     parser.add_argument("--instruction", default="touch the red cube")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dry-run", action="store_true")

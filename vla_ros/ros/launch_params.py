@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from vla_ros.core.embodiment import load_embodiment
 from vla_ros.core.errors import ConfigError, did_you_mean
+from vla_ros.sim.robots import SIM_ROBOTS
 
 SIM_CHOICES = ("mujoco", "mock", "gazebo", "isaac", "none")
 ISAAC_JOINT_COMMAND_TOPIC = "/joint_command"  # the Isaac Sim ROS 2 bridge's articulation controller input
@@ -47,9 +48,9 @@ def policy_node_parameters(*, robot: str, sim: str, policy: str, instruction: st
         parameters["joint_command_topic"] = ISAAC_JOINT_COMMAND_TOPIC
     if sim == "mujoco" or sim == "mock" and mock_follower_parameters(robot=robot, instruction=instruction):
         parameters["success_topic"] = MUJOCO_SUCCESS_TOPIC
-    if sim == "mujoco" and embodiment.robot not in ("so101", "panda"):
-        raise ConfigError(f"sim:=mujoco has models of so101 and panda only, not '{embodiment.robot}': "
-                          "use sim:=gazebo, sim:=isaac or sim:=none")
+    if sim == "mujoco" and embodiment.robot not in SIM_ROBOTS:
+        raise ConfigError(f"sim:=mujoco has models of {', '.join(SIM_ROBOTS)} only, not '{embodiment.robot}': "
+                          "use sim:=mock (its real controllers on mock hardware), sim:=gazebo, sim:=isaac or sim:=none")
     return parameters
 
 

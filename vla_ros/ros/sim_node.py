@@ -39,6 +39,7 @@ from vla_ros.ros.sim_core import (
     default_publish_rate_hz,
 )
 from vla_ros.ros.spin import run_node
+from vla_ros.sim.robots import SIM_ROBOTS
 
 FEEDBACK_PERIOD_S = 0.05  # JTC's action_monitor_rate default, 20 Hz
 # gripper_action_controller's defaults (ros2_controllers): stall_velocity_threshold, stall_timeout, allow_stalling
@@ -62,7 +63,7 @@ class MujocoRobotNode(Node):
     def __init__(self, *, node_name: str = NODE_NAME, **kwargs: Any):
         super().__init__(node_name, **kwargs)
         robot = self._declare("robot", "so101", "robot config: a name under config/robots/ or a YAML path; its "
-                              "`robot` must be a simulated arm (so101, panda)")
+                              f"`robot` must be a simulated arm ({', '.join(SIM_ROBOTS)})")
         embodiment = load_embodiment(robot)
         camera = default_camera(embodiment)
         config = SimNodeConfig(
