@@ -104,8 +104,9 @@ def select_dtype(device, name: str = "auto"):
 
 
 # Below this much weight data a model's matrix products are too small to gain from splitting across cores, and the
-# threads' hand-offs dominate: the built-in VLA (4 MB) took 70 ms per chunk on 1 thread and 364 ms on 2 on this
-# 2-core machine while other jobs ran; under a busy loop on every core, 252 ms vs 4.5 s (docs/benchmarks.md).
+# threads mostly wait for each other: in the demo's closed loop on a shared 2-core machine the built-in VLA (4 MB)
+# took 133 ms per chunk on 1 thread and 4.4 s on 2 (docs/benchmarks.md, "Inference threads"). 64 MB is a judgement,
+# not a measured crossover: SmolVLA-size models (about 900 MB) are far above it.
 SMALL_MODEL_BYTES = 64 * 2**20
 THREADS_ENV = "OMP_NUM_THREADS"
 
