@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -131,6 +132,19 @@ def test_observation_images_resized_and_missing_camera_masked(so101):
     for missing in ("wrist", "top"):  # wrist: configured but absent; top: robot has no such camera
         assert batch[image_mask_key(missing)] is False
         assert batch[image_key(missing)].shape == (96, 128, 3) and not batch[image_key(missing)].any()
+
+
+def test_a_policy_that_resizes_frames_itself_gets_them_at_their_native_size(so101):
+    """LeRobot checkpoints: the model must see LeRobot's resize of the frame, so the adapter leaves it alone."""
+    exact = replace(features(so101, image_size=(32, 32)), image_padding="top_left", resizes_images=True)
+    front = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    observation = RobotObservation(stamp=1.0, joint_names=so101.joint_names, joint_positions=so101.home,
+                                   images={"front": front}, instruction="touch the red cube")
+    batch, _ = EmbodimentAdapter(so101, exact).to_policy_observation(observation)
+    assert batch[image_key("front")] is front
+    assert batch[image_key("wrist")].shape == (32, 32, 3) and batch[image_mask_key("wrist")] is False
+    fast, _ = EmbodimentAdapter(so101, replace(exact, resizes_images=False)).to_policy_observation(observation)
+    assert fast[image_key("front")].shape == (32, 32, 3)
 
 
 def test_bad_image_names_the_camera(so101):
