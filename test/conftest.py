@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from ros_graph import REQUIRE_ROS_ENV, ros_required
 
@@ -13,3 +15,9 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and ros_required() and item.get_closest_marker("ros") is not None:
         report.outcome = "failed"
         report.longrepr = f"{REQUIRE_ROS_ENV} is set, but this ROS test skipped: {report.longrepr}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # rclpy prints "exception was never retrieved" when it collects futures that in-process test nodes left behind;
+    # collect them now, so those lines come before pytest's closing summary instead of after it.
+    gc.collect()
