@@ -321,4 +321,5 @@ class TestActions:
         assert status == GoalStatus.STATUS_SUCCEEDED
         assert result.reached_goal and not result.stalled
         assert abs(result.position - 0.9) < 0.015  # within the goal tolerance, 1% of the range
-        assert abs(action_sim.latest_positions()["gripper"] - 0.9) < 0.02
+        # The jaw's position servo may ring past the goal for a moment after reaching it: it must settle there.
+        wait_for(lambda: abs(action_sim.latest_positions()["gripper"] - 0.9) < 0.01, 2.0, "the jaw to settle at 0.9")
