@@ -14,6 +14,7 @@ from vla_ros.sim.tasks import TASK_TEMPLATES, Task, parse_instruction
 
 if TYPE_CHECKING:
     from vla_ros.core.embodiment import EmbodimentConfig
+    from vla_ros.sim.variation import SceneVariation
     from vla_ros.sim.world import SimWorld
 
 
@@ -29,10 +30,15 @@ def episode_task(task_family: str, colors: tuple[str, ...], seed: int) -> Task:
 
 
 def make_world(
-    embodiment: EmbodimentConfig, colors: tuple[str, ...], camera_size: tuple[int, int] | None = None
+    embodiment: EmbodimentConfig,
+    colors: tuple[str, ...],
+    camera_size: tuple[int, int] | None = None,
+    variation: SceneVariation | None = None,
 ) -> SimWorld:
-    """The simulated scene for `embodiment`, rendering (height, width) or its first camera's resolution."""
+    """The simulated scene for `embodiment`, rendering (height, width) or its first camera's resolution, changed
+    by `variation` (None: as built)."""
     from vla_ros.sim.world import SimWorld
 
     camera = embodiment.cameras[0]
-    return SimWorld(embodiment.robot, camera_size=camera_size or (camera.height, camera.width), colors=colors)
+    return SimWorld(embodiment.robot, camera_size=camera_size or (camera.height, camera.width), colors=colors,
+                    variation=variation)

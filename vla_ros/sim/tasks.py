@@ -85,11 +85,27 @@ class Task(ABC):
         )
 
 
+def place_beside(
+    placed: dict[str, CubePlacement], names: tuple[str, ...], workspace: Workspace, rng: np.random.Generator
+) -> dict[str, CubePlacement]:
+    """A placement per name of `names` (objects other than the task's cubes), spaced out from each other and from
+    the `placed` ones, which stay where they are; TaskError where there is no room."""
+    for _ in range(100):
+        placements = _place_one_by_one(names, workspace, rng, occupied=placed)
+        if placements is not None:
+            return {name: placements[name] for name in names}
+    raise TaskError(f"cannot place {len(names)} more objects beside {len(placed)} in the workspace {workspace}")
+
+
 def _place_one_by_one(
-    colors: tuple[str, ...], workspace: Workspace, rng: np.random.Generator
+    colors: tuple[str, ...],
+    workspace: Workspace,
+    rng: np.random.Generator,
+    occupied: dict[str, CubePlacement] | None = None,
 ) -> dict[str, CubePlacement] | None:
-    """A placement per colour uniform over the workspace's area and spaced out, or None where one found no room."""
-    placements: dict[str, CubePlacement] = {}
+    """A placement per colour uniform over the workspace's area and spaced out (also from `occupied`, which it
+    returns along), or None where one found no room."""
+    placements: dict[str, CubePlacement] = dict(occupied or {})
     for color in colors:
         for _ in range(100):
             # Uniform in area over the annular sector: the radius goes as the square root.

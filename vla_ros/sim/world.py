@@ -21,6 +21,8 @@ from vla_ros.core.trajectory import JointTrajectory
 from vla_ros.sim.executor import ControllerSetExecutor
 from vla_ros.sim.palette import CUBE_COLORS
 from vla_ros.sim.robots import SimRobot, get_robot
+from vla_ros.sim.tasks import place_beside
+from vla_ros.sim.variation import SceneVariation, add_distractors, apply_to_model
 
 if TYPE_CHECKING:
     from vla_ros.sim.tasks import CubePlacement, Task
@@ -33,6 +35,8 @@ class SimWorld:
 
     `joint_groups` splits the joints between several trajectory controllers, as an arm controller and a gripper
     controller (each group takes trajectories for exactly its joints); None: one controller for every joint.
+    `variation` changes the scene (distractor objects, lights, the front camera; see sim.variation); None builds
+    it exactly as scene.xml and the robot's file say.
 
     Every joint array is (D,) float64 in `joint_names` order and joint units (rad, or m for prismatic joints);
     positions are in metres in the world frame, whose origin is the arm's base on the table top (z = 0, +x forward).
@@ -48,6 +52,7 @@ class SimWorld:
         render: bool = True,
         colors: tuple[str, ...] = ("red", "green", "blue"),
         joint_groups: tuple[tuple[str, ...], ...] | None = None,
+        variation: SceneVariation | None = None,
     ):
         self.robot = robot
         # Held while stepping and while reading ground truth from another thread (the scripted expert in the
@@ -60,9 +65,19 @@ class SimWorld:
 
         spec = mujoco.MjSpec.from_file(str(ASSETS_DIR / self.sim_robot.model_file))
         _add_cubes(spec, self.cube_colors, self.sim_robot)
+        self.variation = variation
+        # Distractor name -> height of its centre at rest on the table; they are placed with the cubes.
+        self._distractor_rest_heights: dict[str, float] = {}
+        if variation is not None:
+            workspace = self.sim_robot.workspace
+            self._distractor_rest_heights = add_distractors(
+                spec, variation.distractors, cube_size_m=self.cube_size_m,
+                park_at=(workspace.max_radius_m + 2 * workspace.min_spacing_m, 0.0))
         spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, width)
         spec.visual.global_.offheight = max(spec.visual.global_.offheight, height)
         self.model = spec.compile()
+        if variation is not None:
+            apply_to_model(self.model, variation)
         self.data = mujoco.MjData(self.model)
 
         model = self.model
@@ -83,6 +98,9 @@ class SimWorld:
         cube_joints = {color: model.joint(f"cube_{color}").id for color in self.cube_colors}
         self._cube_qpos_addresses = {color: model.jnt_qposadr[joint] for color, joint in cube_joints.items()}
         self._cube_dof_addresses = {color: model.jnt_dofadr[joint] for color, joint in cube_joints.items()}
+        distractor_joints = {name: model.joint(name).id for name in self._distractor_rest_heights}
+        self._distractor_addresses = {name: (model.jnt_qposadr[joint], model.jnt_dofadr[joint])
+                                      for name, joint in distractor_joints.items()}
 
         self._executor = ControllerSetExecutor(
             self.joint_names, np.array(self.sim_robot.home), tuple(joint_groups or (self.joint_names,))
@@ -105,7 +123,10 @@ class SimWorld:
 
     def reset(self, task: Task, seed: int) -> None:
         """Arm at home holding still, cubes placed by `task` at random (same `seed`, same layout), time 0."""
-        layout = task.sample_layout(self.cube_colors, self.sim_robot.workspace, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        layout = task.sample_layout(self.cube_colors, self.sim_robot.workspace, rng)
+        if self._distractor_rest_heights:  # around the cubes, which stay where the seed puts them without them
+            layout |= place_beside(layout, tuple(self._distractor_rest_heights), self.sim_robot.workspace, rng)
         self._set_state(layout)
 
     def _set_state(self, layout: dict[str, CubePlacement] | None) -> None:
@@ -117,9 +138,22 @@ class SimWorld:
         self.data.ctrl[self._actuator_ids] = home
         self._executor.hold(home)
         self._requested_time = 0.0
-        for color, placement in (layout or {}).items():
-            self._write_cube_pose(color, (placement.x, placement.y, self.cube_size_m / 2), placement.yaw)
+        for name, placement in (layout or {}).items():
+            if name in self._distractor_rest_heights:
+                qpos, dof = self._distractor_addresses[name]
+                _write_free_pose(self.data, qpos, dof, (placement.x, placement.y, self._distractor_rest_heights[name]),
+                                 placement.yaw)
+            else:
+                self._write_cube_pose(name, (placement.x, placement.y, self.cube_size_m / 2), placement.yaw)
         mujoco.mj_forward(self.model, self.data)
+
+    def distractor_position(self, index: int) -> np.ndarray:
+        """(3,) m: centre of the `index`-th distractor of the scene variation, world frame (ground truth)."""
+        names = tuple(self._distractor_rest_heights)
+        if not 0 <= index < len(names):
+            raise ConfigError(f"this world has {len(names)} distractor(s), no distractor {index}")
+        qpos, _ = self._distractor_addresses[names[index]]
+        return self.data.qpos[qpos : qpos + 3].copy()
 
     def place_arm(self, positions: np.ndarray) -> None:
         """Put the arm at `positions` (D,), at rest and holding there (a world that follows another robot's joints)."""
@@ -204,10 +238,7 @@ class SimWorld:
         mujoco.mj_forward(self.model, self.data)
 
     def _write_cube_pose(self, color: str, position: np.ndarray | tuple[float, float, float], yaw: float) -> None:
-        qpos, dof = self._cube_qpos_addresses[color], self._cube_dof_addresses[color]
-        self.data.qpos[qpos : qpos + 3] = position
-        self.data.qpos[qpos + 3 : qpos + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
-        self.data.qvel[dof : dof + 6] = 0.0
+        _write_free_pose(self.data, self._cube_qpos_addresses[color], self._cube_dof_addresses[color], position, yaw)
 
     def cube_height_above_rest(self, color: str) -> float:
         """How far (m) the `color` cube's centre is above where it would rest on the table."""
@@ -235,6 +266,13 @@ class SimWorld:
         if color not in self._cube_qpos_addresses:
             raise ConfigError(f"this world has no {color} cube.{did_you_mean(color, self.cube_colors)}")
         return color
+
+
+def _write_free_pose(data: mujoco.MjData, qpos: int, dof: int, position, yaw: float) -> None:
+    """A free body's pose: `position` (3,) m, turned `yaw` rad about the vertical, at rest."""
+    data.qpos[qpos : qpos + 3] = position
+    data.qpos[qpos + 3 : qpos + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+    data.qvel[dof : dof + 6] = 0.0
 
 
 def _make_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
