@@ -23,6 +23,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from vla_ros.bench import (
         closed_loop,
+        generalization,
         grounding,
         inference,
         jtc_stream,
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "joint_trajectory_controller on mock hardware (needs ROS 2 and ros2_control)")
     jtc_stream.add_arguments(jtc_parser)
     jtc_parser.set_defaults(run=jtc_stream.main)
+    generalization_parser = benches.add_parser("generalization", help="success on what training never showed: "
+                                               "held-out layouts, an unseen colour, distractors, lighting, camera "
+                                               "pose, held-out arms")
+    generalization.add_arguments(generalization_parser)
+    generalization_parser.set_defaults(run=generalization.main)
     mock_loop_parser = benches.add_parser("mock-closed-loop", help="a policy closing the loop through the real "
                                           "controllers: <robot>.launch.py sim:=mock, episodes and success")
     mock_closed_loop.add_arguments(mock_loop_parser)
