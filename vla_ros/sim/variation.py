@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import mujoco
 import numpy as np
 
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.sim.palette import CUBE_COLORS
+
+if TYPE_CHECKING:  # MuJoCo loads when a world is built, not when the CLI reads this module's dataclasses
+    import mujoco
 
 DISTRACTOR_SHAPES = ("cube", "cylinder", "sphere")
 KEY_LIGHT, FILL_LIGHT = "key", "fill"  # scene.xml's lights
@@ -117,6 +120,8 @@ def add_distractors(spec: mujoco.MjSpec, distractors: tuple[Distractor, ...], *,
                     park_at: tuple[float, float]) -> dict[str, float]:
     """Add each distractor as a free body of the environment (collision class of the cubes); name -> the height
     (m) of its centre when it rests on the table. `park_at` (x, y): where they stand before a layout places them."""
+    import mujoco
+
     cube_class = spec.find_default("cube")
     rest_heights = {}
     for index, distractor in enumerate(distractors):
@@ -166,6 +171,8 @@ def _turned(quat: np.ndarray, pan_deg: float, tilt_deg: float) -> np.ndarray:
     A MuJoCo camera looks along its -z axis, with +x to the right of the image; turning about +x by a negative
     angle lowers the view, so a positive tilt (looking further down) turns by -tilt.
     """
+    import mujoco
+
     pan, tilt = np.zeros(4), np.zeros(4)
     mujoco.mju_axisAngle2Quat(pan, np.array([0.0, 0.0, 1.0]), math.radians(pan_deg))
     mujoco.mju_axisAngle2Quat(tilt, np.array([1.0, 0.0, 0.0]), -math.radians(tilt_deg))
