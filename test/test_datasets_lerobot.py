@@ -33,7 +33,7 @@ from vla_ros.datasets import (  # noqa: E402
     validate_dataset,
 )
 from vla_ros.datasets import lerobot as lerobot_module  # noqa: E402
-from vla_ros.datasets.lerobot import writer as lerobot_writer  # noqa: E402
+from vla_ros.datasets.lerobot import durable as lerobot_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FPS = 10
@@ -362,14 +362,14 @@ def test_a_save_interrupted_at_any_file_leaves_the_saved_episodes(tmp_path, monk
     episodes = [EPISODES[0], EPISODES[1], ("a third task", 5)]  # a new task: tasks.parquet is written too
     root = write_dataset(tmp_path / "demo", episodes[:2])
     writer = make_writer(root)
-    real_write = lerobot_writer._write_atomically
+    real_write = lerobot_files._write_atomically
 
     def crash_at(path, write):
         if failing_file in str(path):
             raise OSError(f"simulated crash while writing {path}")
         real_write(path, write)
 
-    monkeypatch.setattr(lerobot_writer, "_write_atomically", crash_at)
+    monkeypatch.setattr(lerobot_files, "_write_atomically", crash_at)
     with pytest.raises(OSError, match="simulated crash"):
         record(writer, 2, *episodes[2])
     monkeypatch.undo()

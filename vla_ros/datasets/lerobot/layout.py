@@ -91,6 +91,12 @@ def _chunk_file_of(path: Path) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def _next_file(chunk_file: tuple[int, int], chunks_size: int) -> tuple[int, int]:
+    """The (chunk, file) index after `chunk_file`, as LeRobot counts them."""
+    chunk, file = chunk_file
+    return (chunk + 1, 0) if file == chunks_size - 1 else (chunk, file + 1)
+
+
 def _camera_key(camera: str) -> str:
     return camera if camera.startswith(IMAGES_PREFIX) else IMAGES_PREFIX + camera
 

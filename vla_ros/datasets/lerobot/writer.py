@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
-import os
 import shutil
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vla_ros.datasets.lerobot.durable import (
+    _TMP_DIR,
+    _clear_tmp,
+    _lock_root,
+    _replace_durably,
+    _write_json,
+    _write_parquet,
+)
 from vla_ros.datasets.lerobot.layout import (
     ACTION,
     CHUNKS_SIZE,
@@ -34,22 +40,21 @@ from vla_ros.datasets.lerobot.layout import (
     VIDEO_PATH,
     DatasetError,
     _camera_key,
-    _chunk_file_of,
-    _episode_files,
     _episode_rows_table,
     _frames_table,
+    _next_file,
     _pyarrow,
-    _read_episode_rows,
-    _read_tasks,
     _tasks_table,
 )
-from vla_ros.datasets.lerobot.stats import (
-    _array_stats,
-    _load_stats,
-    _stats_from_episode_row,
-    _stats_to_json,
-    aggregate_stats,
+from vla_ros.datasets.lerobot.recording_checks import (
+    _check_cameras,
+    _check_image,
+    _check_names,
+    _check_vector,
+    _feature_differences,
 )
+from vla_ros.datasets.lerobot.recovery import _recover_interrupted_save
+from vla_ros.datasets.lerobot.stats import _array_stats, _stats_to_json, aggregate_stats
 from vla_ros.datasets.lerobot.video import (
     _CODEC_NAMES,
     _ENCODER_OPTIONS,
@@ -64,49 +69,6 @@ from vla_ros.datasets.lerobot.video import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-_TMP_DIR = ".vla_ros_tmp"  # in-progress episodes and the recorder lock; not part of the dataset
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform or file system can open directories
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _replace_durably(source: Path, target: Path) -> None:
-    """Move a finished file into place so that a crash leaves either the old target or the complete new one."""
-    with open(source, "rb+") as handle:
-        os.fsync(handle.fileno())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target)
-    _fsync_dir(target.parent)
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")  # hidden: LeRobot's *.parquet globs never see it
-    write(temporary)
-    _replace_durably(temporary, path)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=4, ensure_ascii=False)))
-
-
-def _write_parquet(path: Path, table) -> None:
-    _, pq = _pyarrow()
-    _write_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
-
-
-def _next_file(chunk_file: tuple[int, int], chunks_size: int) -> tuple[int, int]:
-    """The (chunk, file) index after `chunk_file`, as LeRobot counts them."""
-    chunk, file = chunk_file
-    return (chunk + 1, 0) if file == chunks_size - 1 else (chunk, file + 1)
 
 
 @dataclass
@@ -134,22 +96,6 @@ class _Resources:
             self.lock.close()  # also releases the flock
             self.lock = None
 
-
-def _lock_root(root: Path):
-    """An exclusive lock on the dataset root: two recorders appending to one dataset would corrupt it."""
-    tmp = root / _TMP_DIR
-    tmp.mkdir(parents=True, exist_ok=True)
-    handle = open(tmp / "lock", "a+")  # noqa: SIM115 - held for the writer's lifetime
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        return handle
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.close()
-        raise DatasetError(f"{root}: another recorder is writing to this dataset (its lock is held)") from exc
-    return handle
 
 
 class LeRobotDatasetWriter:
@@ -202,7 +148,7 @@ class LeRobotDatasetWriter:
                 self._open_existing()
             else:
                 self._create()
-            self._clear_tmp()
+            _clear_tmp(self.root)
         except BaseException:
             self._finalizer()
             raise
@@ -441,98 +387,12 @@ class LeRobotDatasetWriter:
                 f"{self.root}: cannot append, the dataset was recorded differently: " + "; ".join(problems), problems
             )
         self._info = info
-        self._recover()
-
-    def _recover(self) -> None:
-        """Undo what an interrupted save left behind: info.json's totals say which episodes were committed."""
-        committed = int(self._info["total_episodes"])
-        rows = _read_episode_rows(self.root, with_stats=True)
-        if len(rows) < committed or [row["episode_index"] for row in rows[:committed]] != list(range(committed)):
-            raise DatasetError(
-                f"{self.root}: meta/episodes does not hold episodes 0..{committed - 1} that "
-                f"info.json counts; the dataset is damaged (check it with validate_dataset)"
-            )
-        repaired = False
-        for path in sorted({row["_file"] for row in rows[committed:]}):
-            kept = [row for row in rows[:committed] if row["_file"] == path]
-            if kept:
-                _write_parquet(path, _episode_rows_table(kept))
-            else:
-                path.unlink()
-            repaired = True
-        rows = rows[:committed]
-        if sum(row["length"] for row in rows) != self._info["total_frames"]:
-            raise DatasetError(
-                f"{self.root}: the episode lengths do not add up to info.json's total_frames; "
-                f"the dataset is damaged (check it with validate_dataset)"
-            )
-
-        self._tasks = _read_tasks(self.root) if (self.root / TASKS_PATH).is_file() else []
-        if len(self._tasks) > self._info["total_tasks"]:
-            self._tasks = self._tasks[: self._info["total_tasks"]]
-            _write_parquet(self.root / TASKS_PATH, _tasks_table(self._tasks))
-            repaired = True
-
-        def last(columns: tuple[str, str]) -> tuple[int, int] | None:
-            indices = [(row[columns[0]], row[columns[1]]) for row in rows if row.get(columns[0]) is not None]
-            return max(indices) if indices else None
-
-        chunks_size = int(self._info.get("chunks_size", CHUNKS_SIZE))
-        last_data = last(("data/chunk_index", "data/file_index"))
-        repaired |= _remove_orphans(
-            self.root / "data",
-            last_data,
-            {
-                self.root
-                / self._info["data_path"].format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"])
-                for r in rows
-            },
-        )
-        self._next_data_file = _next_file(last_data, chunks_size) if last_data else (0, 0)
-        self._next_video_file = {}
-        for name in self.cameras:
-            key = _camera_key(name)
-            if not self.video:
-                continue
-            columns = (f"videos/{key}/chunk_index", f"videos/{key}/file_index")
-            last_video = last(columns)
-            referenced = {
-                self.root
-                / self._info["video_path"].format(video_key=key, chunk_index=r[columns[0]], file_index=r[columns[1]])
-                for r in rows
-            }
-            repaired |= _remove_orphans(self.root / "videos" / key, last_video, referenced)
-            self._next_video_file[key] = _next_file(last_video, chunks_size) if last_video else (0, 0)
-
-        episode_files = [_chunk_file_of(path) for path in _episode_files(self.root)]
-        episode_files = [index for index in episode_files if index is not None]
-        self._episodes_file = _next_file(max(episode_files), chunks_size) if episode_files else (0, 0)
+        video_keys = [_camera_key(name) for name in self.cameras] if self.video else []
+        point = _recover_interrupted_save(self.root, info, video_keys)
+        self._tasks, self._stats = point.tasks, point.stats
+        self._next_data_file, self._next_video_file = point.next_data_file, point.next_video_file
+        self._episodes_file = point.episodes_file
         self._session_rows = []
-
-        stats_path = self.root / STATS_PATH
-        if repaired:
-            logger.warning(
-                "%s: removed what an interrupted save left behind; %d saved episodes kept", self.root, committed
-            )
-            episode_stats = [_stats_from_episode_row(row) for row in rows]
-            if rows and all(episode_stats):
-                self._stats = aggregate_stats(episode_stats)
-                _write_json(stats_path, _stats_to_json(self._stats))
-            elif not rows:
-                stats_path.unlink(missing_ok=True)
-                self._stats = None
-            else:
-                self._stats = _load_stats(stats_path)
-        else:
-            self._stats = _load_stats(stats_path)
-
-    def _clear_tmp(self) -> None:
-        for path in (self.root / _TMP_DIR).iterdir():
-            if path.name != "lock":
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        for folder in ("meta", "data", "videos"):  # half-written files of an interrupted _write_atomically
-            for path in (self.root / folder).rglob(".*.tmp"):
-                path.unlink()
 
     def _check_open(self) -> None:
         if not self._finalizer.alive:
@@ -628,70 +488,3 @@ class LeRobotDatasetWriter:
         self._next_data_file = _next_file((data_chunk, data_file), chunks_size)
         self._next_video_file = next_video_file
         return episode_index
-
-
-def _check_names(label: str, names: Sequence[str]) -> list[str]:
-    names = list(names)
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise DatasetError(f"{label} must be a non-empty list of non-empty strings, got {names!r}")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise DatasetError(f"{label} has duplicates: {duplicates}")
-    return names
-
-
-def _check_cameras(cameras: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-    checked = {}
-    for name, size in cameras.items():
-        if not name or "/" in name or name.startswith(IMAGES_PREFIX):
-            raise DatasetError(
-                f"camera name {name!r}: use a short name like 'front' (stored as "
-                f"'{IMAGES_PREFIX}front'); LeRobot forbids '/' in feature names"
-            )
-        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-            raise DatasetError(f"camera {name!r}: size must be (height, width) in pixels, got {size!r}")
-        checked[name] = (int(size[0]), int(size[1]))
-    return checked
-
-
-def _check_vector(label: str, values: np.ndarray, size: int) -> np.ndarray:
-    row = np.asarray(values, dtype=np.float32)
-    if row.shape != (size,):
-        raise DatasetError(f"{label} has shape {row.shape}, the dataset's {label} has {size} values")
-    if not np.all(np.isfinite(row)):
-        raise DatasetError(f"{label} has non-finite values: {row.tolist()}")
-    return row
-
-
-def _check_image(name: str, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.shape != (*size, 3):
-        raise DatasetError(f"camera {name!r}: image is {image.dtype} {image.shape}, expected uint8 {(*size, 3)} (RGB)")
-    return np.array(image, order="C", copy=True)  # the caller may reuse its buffer while the sink still queues it
-
-
-def _feature_differences(existing: dict[str, dict], expected: dict[str, dict]) -> list[str]:
-    problems = []
-    for key in expected.keys() - existing.keys():
-        problems.append(f"the dataset has no feature {key}")
-    for key in existing.keys() - expected.keys():
-        problems.append(f"the dataset has a feature {key} this recorder does not write")
-    for key in expected.keys() & existing.keys():
-        for attribute in ("dtype", "shape", "names"):
-            have, want = existing[key].get(attribute), expected[key].get(attribute)
-            if attribute == "shape":
-                have, want = list(have or []), list(want)
-            if have != want:
-                problems.append(f"{key} {attribute}: dataset {have}, recorder {want}")
-    return sorted(problems)
-
-
-def _remove_orphans(folder: Path, last_referenced: tuple[int, int] | None, referenced: set[Path]) -> bool:
-    """Delete files an interrupted save wrote after the last committed one; True if any."""
-    removed = False
-    for path in sorted(folder.glob("chunk-*/file-*.*")):
-        index = _chunk_file_of(path)
-        if index is not None and path not in referenced and (last_referenced is None or index > last_referenced):
-            path.unlink()
-            removed = True
-    return removed
