@@ -21,13 +21,17 @@ from pathlib import Path
 
 from vla_ros.core.errors import ConfigError, PolicyError
 from vla_ros.core.features import ACTION, STATE
+from vla_ros.policies.lerobot_format import (
+    NORMALIZATION_EPS,
+    _hub_cache_dir,
+    _read_stats,
+    _read_weights,
+    _skipped_initialization,
+)
 from vla_ros.policies.pi05.config import PiConfig
 from vla_ros.policies.pi05.processor import Normalizer, PiProcessor
-from vla_ros.policies.smolvla.checkpoint import _hub_cache_dir, _read_stats, _skipped_initialization
-from vla_ros.policies.smolvla.processor import NORMALIZATION_EPS
 
 TOKENIZER_ENV = "VLA_ROS_PALIGEMMA_TOKENIZER"
-WEIGHTS_FILE = "model.safetensors"
 WEIGHT_PREFIX = "model."
 PREPROCESSOR_FILE = "policy_preprocessor.json"
 POSTPROCESSOR_FILE = "policy_postprocessor.json"
@@ -286,20 +290,13 @@ def _vision_key(key: str, expected) -> str:
 def load_checkpoint(directory: str | os.PathLike, *, device="cpu", dtype=None) -> PiCheckpoint:
     """Config, model and processor of a LeRobot pi0/pi0.5 checkpoint directory."""
     import torch
-    from safetensors.torch import load_file
 
     from vla_ros.policies.pi05.modeling import PiFlowModel
 
     directory = Path(directory)
     config = read_config(directory)
     processor = read_processor(directory, config)
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ConfigError(f"{directory} has no {WEIGHTS_FILE}")
-    try:
-        weights = load_file(str(weights_path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
-        raise PolicyError(f"cannot read {weights_path}: {exc}") from exc
+    weights, weights_path = _read_weights(directory)
     with _skipped_initialization():
         model = PiFlowModel(config)
     load_weights(model, weights, config=config, source=str(weights_path))

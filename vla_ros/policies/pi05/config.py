@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vla_ros.core.errors import ConfigError
-from vla_ros.core.features import ACTION, IMAGES_PREFIX, STATE
-from vla_ros.policies.smolvla.config import Feature, _parse_value
+from vla_ros.policies.lerobot_format import Feature, LeRobotFeatures, _parse_features, _parse_setting
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ ATTENTION_HEADS = 8
 
 
 @dataclass
-class PiConfig:
+class PiConfig(LeRobotFeatures):
     """The fields of LeRobot's PI0Config/PI05Config (LeRobot >= 0.5) that vla_ros reads, with LeRobot's defaults."""
 
     type: str
@@ -79,22 +78,7 @@ class PiConfig:
     def is_pi05(self) -> bool:
         return self.type == "pi05"
 
-    @property
-    def state_dim(self) -> int:
-        return self.input_features[STATE].shape[0]
-
-    @property
-    def action_dim(self) -> int:
-        return self.output_features[ACTION].shape[0]
-
-    @property
-    def image_features(self) -> list[str]:
-        """observation.images.* keys in config order: the order LeRobot feeds present cameras to the model."""
-        return [key for key, feature in self.input_features.items() if feature.type == "VISUAL"]
-
-    @property
-    def camera_keys(self) -> tuple[str, ...]:
-        return tuple(key[len(IMAGES_PREFIX) :] for key in self.image_features)
+    # state_dim, action_dim, image_features, camera_keys: LeRobotFeatures
 
     @property
     def vlm(self) -> GemmaVariant:
@@ -151,7 +135,7 @@ class PiConfig:
             if key not in known:
                 extra[key] = value
             elif key in ("input_features", "output_features"):
-                values[key] = _parse_value(key, value, None, source)
+                values[key] = _parse_features(key, value, source)
             elif key == "image_resolution":
                 if not (
                     isinstance(value, list | tuple)
@@ -166,7 +150,7 @@ class PiConfig:
                 values[key] = dict(value)
             else:
                 default = getattr(cls, key) if key not in defaults else defaults[key]
-                values[key] = _parse_value(key, value, default, source)
+                values[key] = _parse_setting(key, value, default, source)
         for key, value in defaults.items():
             values.setdefault(key, value)
         for key in ("input_features", "output_features"):
@@ -190,17 +174,7 @@ class PiConfig:
             )
         if self.dtype not in DTYPES:
             fail("dtype", f"'{self.dtype}' is not one of {', '.join(DTYPES)}")
-        state = self.input_features.get(STATE)
-        if state is None or state.type != "STATE" or len(state.shape) != 1:
-            fail("input_features", f"{self.type} needs a STATE input feature '{STATE}' of shape (D,)")
-        action = self.output_features.get(ACTION)
-        if action is None or action.type != "ACTION" or len(action.shape) != 1:
-            fail("output_features", f"{self.type} needs an ACTION output feature '{ACTION}' of shape (D,)")
-        if not self.image_features:
-            fail("input_features", f"{self.type} needs at least one VISUAL input feature ({IMAGES_PREFIX}<camera>)")
-        for key in self.image_features:
-            if not key.startswith(IMAGES_PREFIX):
-                fail("input_features", f"image feature '{key}' must be named {IMAGES_PREFIX}<camera>")
+        self._check_features(fail, self.type)
         for name in (
             "chunk_size",
             "n_action_steps",

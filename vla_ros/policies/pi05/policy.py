@@ -14,8 +14,8 @@ from vla_ros.core.errors import ConfigError, PolicyError
 from vla_ros.core.features import ACTION, STATE, TASK, PolicyFeatures, PolicyObservation, image_key, image_mask_key
 from vla_ros.policies.base import ChunkPrefix, Policy, PolicyMetadata
 from vla_ros.policies.device import select_device, select_dtype
+from vla_ros.policies.lerobot_format import IMAGE_RESIZES
 from vla_ros.policies.pi05.checkpoint import PiCheckpoint, load_checkpoint
-from vla_ros.policies.smolvla.policy import IMAGE_RESIZES
 
 logger = logging.getLogger(__name__)
 WARMUP_INSTRUCTION = "warm up"

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from vla_ros.core.errors import ConfigError, PolicyError
-from vla_ros.core.features import ACTION, STATE, TASK, PolicyObservation, image_key, image_mask_key
+from vla_ros.core.features import ACTION, STATE, PolicyObservation, image_key, image_mask_key
+from vla_ros.policies.lerobot_format import MODE_STATS, NORMALIZATION_EPS, _observation_tasks
 from vla_ros.policies.pi05.config import PiConfig
-from vla_ros.policies.smolvla.processor import MODE_STATS, NORMALIZATION_EPS
 
 STATE_BINS = 256  # openpi's PaligemmaTokenizer
 
@@ -116,13 +116,7 @@ class PiProcessor:
                 raise PolicyError(f"'{STATE}' of shape {state.shape}, the checkpoint takes ({width},)")
             states.append(state)
         state = self.normalizer(torch.from_numpy(np.stack(states)), STATE)
-        tasks = []
-        for observation in observations:
-            task = observation.get(TASK)
-            if not isinstance(task, str):
-                raise PolicyError(f"observation '{TASK}' must be an instruction string, got {type(task).__name__}")
-            tasks.append(task)
-        tokens, token_masks = self.tokenize(self.prompts(tasks, state))
+        tokens, token_masks = self.tokenize(self.prompts(_observation_tasks(observations), state))
         images, image_masks = self._images(observations)
         padded_state = None
         if not self.config.is_pi05:

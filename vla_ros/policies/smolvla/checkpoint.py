@@ -19,7 +19,6 @@ weights themselves are all in model.safetensors. `resolve_vlm_dir` finds that co
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -30,14 +29,21 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.core.errors import ConfigError, MissingDependencyError, PolicyError
+from vla_ros.policies.lerobot_format import (
+    NORMALIZATION_EPS,
+    WEIGHTS_FILE,
+    _hub_cache_dir,
+    _read_stats,
+    _read_weights,
+    _skipped_initialization,
+)
 from vla_ros.policies.smolvla.config import NORMALIZATION_MODES, SmolVLAConfig
 from vla_ros.policies.smolvla.modeling import PATCH_POSITIONS
-from vla_ros.policies.smolvla.processor import NORMALIZATION_EPS, Normalization, SmolVLAProcessor
+from vla_ros.policies.smolvla.processor import Normalization, SmolVLAProcessor
 
 VLM_ENV = "VLA_ROS_SMOLVLA_VLM"
 VLM_DIR_NAME = "vlm"
 NORM_STATS_DIR = "norm_stats"
-WEIGHTS_FILE = "model.safetensors"
 WEIGHT_PREFIX = "model."  # LeRobot saves the policy, whose `model` attribute is the network
 PREPROCESSOR_FILE = "policy_preprocessor.json"
 POSTPROCESSOR_FILE = "policy_postprocessor.json"
@@ -102,30 +108,7 @@ def resolve_vlm_dir(checkpoint_dir: Path, name: str) -> Path:
         source=str(checkpoint_dir / "config.json"), key="vlm_model_name")
 
 
-def _hub_cache_dir(name: str) -> Path | None:
-    if name.count("/") != 1 or name.startswith((".", "/")):
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        return None
-    try:
-        path = Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # noqa: BLE001 - every failure means "not cached"; the caller says what to do
-        return None
-    return path if (path / "config.json").is_file() else None
-
-
 # -- normalization files ---------------------------------------------------------------------------------------
-
-
-def _read_stats(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    try:
-        return dict(load_file(str(path)))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
-        raise ConfigError(f"cannot read normalization stats: {exc}", source=str(path)) from exc
 
 
 # Steps of LeRobot's SmolVLA pipelines and what vla_ros does for each; any other step is refused by name.
@@ -277,7 +260,6 @@ def load_checkpoint(directory: str | os.PathLike, *, device="cpu", dtype=None,
 
     `patch_positions`: "transformers4" or "transformers5" overrides what `patch_positions_for` finds."""
     import torch
-    from safetensors.torch import load_file
 
     from vla_ros.policies.smolvla.modeling import SmolVLAModel
 
@@ -298,13 +280,7 @@ def load_checkpoint(directory: str | os.PathLike, *, device="cpu", dtype=None,
     processor = SmolVLAProcessor(config, normalizer, tokenizer, tokenizer_dir=vlm_dir, unnormalizer=unnormalizer)
     positions, reason = patch_positions_for(config, patch_positions)
 
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ConfigError(f"{directory} has no {WEIGHTS_FILE}")
-    try:
-        weights = load_file(str(weights_path))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
-        raise PolicyError(f"cannot read {weights_path}: {exc}") from exc
+    weights, weights_path = _read_weights(directory)
     special_tokens = None
     if config.add_image_special_tokens:
         special_tokens = (tokenizer.fake_image_token_id, tokenizer.global_image_token_id)
@@ -322,15 +298,6 @@ def _check_tokenizer_step(step: dict, config: SmolVLAConfig, source: str) -> Non
         if key in step and step[key] != ours:
             raise ConfigError(f"tokenizer_processor: {key} = {step[key]!r}, but config.json says {ours!r}; vla_ros "
                               "cannot tell which one LeRobot's training used", source=source, key=key)
-
-
-def _skipped_initialization():
-    """Skip random initialization of weights that the checkpoint overwrites (seconds for the full-size model)."""
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers 4.x: initialize, only slower
-        return contextlib.nullcontext()
-    return no_init_weights()
 
 
 def load_weights(model, weights: Mapping, *, source: str) -> None:

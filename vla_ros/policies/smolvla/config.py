@@ -16,10 +16,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vla_ros.core.errors import ConfigError
-from vla_ros.core.features import ACTION, IMAGES_PREFIX, STATE
+from vla_ros.policies.lerobot_format import Feature, LeRobotFeatures, _parse_features, _parse_setting
 
 CHECKPOINT_TYPE = "smolvla"
-FEATURE_TYPES = ("STATE", "VISUAL", "ACTION", "ENV", "LANGUAGE", "REWARD")
 NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
 ATTENTION_MODES = ("cross_attn", "self_attn")
 LANGUAGE_PADDINGS = ("longest", "max_length")
@@ -33,18 +32,12 @@ SETTINGS_KEYS = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class Feature:
-    type: str  # one of FEATURE_TYPES
-    shape: tuple[int, ...]  # images (3, H, W) as recorded; state and action (D,)
-
-
 def _default_features() -> dict[str, Feature]:
     return {}
 
 
 @dataclass
-class SmolVLAConfig:
+class SmolVLAConfig(LeRobotFeatures):
     """LeRobot's SmolVLAConfig fields (lerobot 0.4.x) with LeRobot's defaults."""
 
     input_features: dict[str, Feature] = field(default_factory=_default_features)
@@ -91,22 +84,7 @@ class SmolVLAConfig:
 
     # -- derived values ----------------------------------------------------------------------------------------
 
-    @property
-    def state_dim(self) -> int:
-        return self.input_features[STATE].shape[0]
-
-    @property
-    def action_dim(self) -> int:
-        return self.output_features[ACTION].shape[0]
-
-    @property
-    def image_features(self) -> list[str]:
-        """observation.images.* keys in config order: the order images enter the model."""
-        return [key for key, feature in self.input_features.items() if feature.type == "VISUAL"]
-
-    @property
-    def camera_keys(self) -> tuple[str, ...]:
-        return tuple(key[len(IMAGES_PREFIX):] for key in self.image_features)
+    # state_dim, action_dim, image_features, camera_keys: LeRobotFeatures
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -168,18 +146,7 @@ class SmolVLAConfig:
         def fail(key: str, message: str) -> None:
             raise ConfigError(message, source=self.source, key=key)
 
-        state = self.input_features.get(STATE)
-        if state is None or state.type != "STATE" or len(state.shape) != 1:
-            fail("input_features", f"SmolVLA needs a STATE input feature '{STATE}' of shape (D,), got "
-                 f"{state.type + ' ' + str(list(state.shape)) if state else 'none'}")
-        action = self.output_features.get(ACTION)
-        if action is None or action.type != "ACTION" or len(action.shape) != 1:
-            fail("output_features", f"SmolVLA needs an ACTION output feature '{ACTION}' of shape (D,)")
-        if not self.image_features:
-            fail("input_features", "SmolVLA needs at least one VISUAL input feature (observation.images.<camera>)")
-        for key in self.image_features:
-            if not key.startswith(IMAGES_PREFIX):
-                fail("input_features", f"image feature '{key}' must be named {IMAGES_PREFIX}<camera>")
+        self._check_features(fail, "SmolVLA")
         for name in ("chunk_size", "n_action_steps", "max_state_dim", "max_action_dim", "tokenizer_max_length",
                      "num_steps", "n_obs_steps"):
             if getattr(self, name) < 1:
@@ -224,20 +191,7 @@ def _parse_value(key: str, value: Any, default: Any, source: str) -> Any:
         return ConfigError(f"expected {expected}, got {value!r}", source=source, key=key)
 
     if key in ("input_features", "output_features"):
-        if not isinstance(value, Mapping):
-            raise fail("an object of features")
-        features = {}
-        for name, spec in value.items():
-            if not isinstance(spec, Mapping) or spec.get("type") not in FEATURE_TYPES or not isinstance(
-                spec.get("shape"), list | tuple
-            ):
-                raise ConfigError(f"feature '{name}' needs a type ({', '.join(FEATURE_TYPES)}) and a shape list, "
-                                  f"got {spec!r}", source=source, key=key)
-            if not all(isinstance(n, int) and n > 0 for n in spec["shape"]):
-                raise ConfigError(f"feature '{name}': shape must be positive integers, got {spec['shape']}",
-                                  source=source, key=key)
-            features[name] = Feature(spec["type"], tuple(spec["shape"]))
-        return features
+        return _parse_features(key, value, source)
     if key == "normalization_mapping":
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise fail("an object of feature type -> normalization mode")
@@ -248,20 +202,4 @@ def _parse_value(key: str, value: Any, default: Any, source: str) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, int) for v in value):
             raise fail("[width, height] or null")
         return tuple(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise fail("a number")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    return value
+    return _parse_setting(key, value, default, source)

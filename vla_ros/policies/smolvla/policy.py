@@ -15,6 +15,7 @@ from vla_ros.core.errors import ConfigError, PolicyError
 from vla_ros.core.features import STATE, TASK, PolicyFeatures, PolicyObservation, image_key, image_mask_key
 from vla_ros.policies.base import ChunkPrefix, Policy, PolicyMetadata
 from vla_ros.policies.device import select_device, select_dtype
+from vla_ros.policies.lerobot_format import IMAGE_RESIZES
 from vla_ros.policies.smolvla.checkpoint import (
     VLA_ROS_FILE,
     SmolVLACheckpoint,
@@ -36,9 +37,6 @@ IMAGE_PADDING_KEY = "image_padding"
 # are absolute. LeRobot's SmolVLA predicts absolute actions: in LeRobot such a checkpoint's arm actions are offsets.
 RELATIVE_ACTIONS_KEY = "relative_actions"
 RELATIVE_ACTION_MODES = ("arm_joints",)
-# How camera frames reach the model: "exact" (LeRobot's float resize inside the policy) or "fast" (OpenCV's
-# uint8 resize in the adapter: cheaper, and the actions move; see docs/policies.md).
-IMAGE_RESIZES = ("exact", "fast")
 LOGGER = logging.getLogger("vla_ros.policies.smolvla")
 MAX_GUIDANCE_WEIGHT = 5.0  # beta of the RTC paper: caps the guidance early and late in the flow
 

@@ -15,13 +15,9 @@ from torch import Tensor
 
 from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.errors import ConfigError, PolicyError
-from vla_ros.core.features import ACTION, STATE, TASK, PolicyObservation, image_key, image_mask_key
+from vla_ros.core.features import ACTION, STATE, PolicyObservation, image_key, image_mask_key
+from vla_ros.policies.lerobot_format import MODE_STATS, NORMALIZATION_EPS, _observation_tasks
 from vla_ros.policies.smolvla.config import SmolVLAConfig
-
-NORMALIZATION_EPS = 1e-8  # LeRobot's normalizer default
-# Statistics each mode reads (LeRobot's names): MEAN_STD maps mean/std to 0/1, the others map low/high to -1/1.
-MODE_STATS = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"),
-              "QUANTILE10": ("q10", "q90")}
 
 
 class Normalization:
@@ -205,13 +201,7 @@ class SmolVLAProcessor:
                 masks.append(bool(observation.get(image_mask_key(camera), True)))
             images.append(torch.stack(pixels) * 2.0 - 1.0)
             image_masks.append(torch.tensor(masks, dtype=torch.bool))
-        tasks = []
-        for observation in observations:
-            task = observation.get(TASK)
-            if not isinstance(task, str):
-                raise PolicyError(f"observation '{TASK}' must be an instruction string, got {type(task).__name__}")
-            tasks.append(task)
-        lang_tokens, lang_masks = self.tokenize(tasks)
+        lang_tokens, lang_masks = self.tokenize(_observation_tasks(observations))
         state = self.normalize_state(np.stack([np.asarray(o[STATE], dtype=np.float32) for o in observations]))
         return {"images": images, "image_masks": image_masks, "lang_tokens": lang_tokens, "lang_masks": lang_masks,
                 "state": state}
