@@ -63,6 +63,15 @@ def import_torch():
     return torch
 
 
+def import_transformers(what: str):
+    """transformers, or an error saying that `what` (e.g. "The SmolVLA policy") needs it and how to install it."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError("transformers", "policies", what) from exc
+    return transformers
+
+
 def select_device(name: str = "auto"):
     """A torch.device: `auto` takes CUDA, then Apple's MPS, then the CPU; an unavailable choice is an error."""
     torch = import_torch()

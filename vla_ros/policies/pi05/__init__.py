@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vla_ros.core.errors import MissingDependencyError
-from vla_ros.policies.device import import_torch
+from vla_ros.policies.device import import_torch, import_transformers
 
 if TYPE_CHECKING:
     from vla_ros.core.embodiment import EmbodimentConfig
@@ -26,10 +25,7 @@ def load_policy(path: str | Path, *, embodiment: EmbodimentConfig, options: Poli
 
     options = options or PolicyOptions()
     import_torch()
-    try:
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError("transformers", "policies", "The pi0/pi0.5 policy") from exc
+    import_transformers("The pi0/pi0.5 policy")
     from vla_ros.policies.pi05.policy import load_pi
 
     return load_pi(

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.core.errors import ConfigError, MissingDependencyError, PolicyError
+from vla_ros.core.errors import ConfigError, PolicyError
+from vla_ros.policies.device import import_transformers
 from vla_ros.policies.lerobot_format import (
     NORMALIZATION_EPS,
     WEIGHTS_FILE,
@@ -67,14 +68,6 @@ class SmolVLACheckpoint:
     directory: Path
     vlm_dir: Path
     patch_positions_reason: str = ""  # why the model numbers patch positions as it does (logged at load)
-
-
-def _transformers():
-    try:
-        import transformers
-    except ImportError as exc:
-        raise MissingDependencyError("transformers", "policies", "The SmolVLA policy") from exc
-    return transformers
 
 
 # -- finding the VLM -------------------------------------------------------------------------------------------
@@ -263,7 +256,7 @@ def load_checkpoint(directory: str | os.PathLike, *, device="cpu", dtype=None,
 
     from vla_ros.policies.smolvla.modeling import SmolVLAModel
 
-    transformers = _transformers()
+    transformers = import_transformers("The SmolVLA policy")
     directory = Path(directory)
     config = read_config(directory)
     vlm_dir = resolve_vlm_dir(directory, config.vlm_model_name)
