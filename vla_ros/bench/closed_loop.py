@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import progress_bar, report_json, summarize_ms
+from vla_ros.bench.stats import progress_bar, report_json, save_figure, summarize_ms
 from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
@@ -239,11 +239,7 @@ def plot(results: dict, path: Path) -> Path:
     bottom.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
     fig.suptitle(f"closed loop: {results['policy']} on {results['robot']} '{results['task']}', "
                  f"{results['episodes_per_cell']} episodes per cell")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import report_json, summarize_ms
+from vla_ros.bench.stats import report_json, save_figure, summarize_ms
 from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.embodiment import CameraSpec, EmbodimentConfig, load_embodiment
 from vla_ros.core.errors import ConfigError, MissingDependencyError, did_you_mean
@@ -239,10 +239,7 @@ def plot(results: dict, path: Path) -> None:
     right.set_ylabel("load + warm-up (s)")
     figure.suptitle(f"vla-ros bench inference: {results['device']}, {results['dtype']}, "
                     f"{results['repeats']} chunks{' (tiny models)' if results['tiny'] else ''}", fontsize=10)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
 
 
 def main(args: argparse.Namespace) -> int:

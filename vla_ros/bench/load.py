@@ -19,7 +19,7 @@ import numpy as np
 
 from vla_ros.bench.closed_loop import summarize_cell
 from vla_ros.bench.machine import CpuHog, CpuTimes, load_average
-from vla_ros.bench.stats import progress_bar, report_json
+from vla_ros.bench.stats import progress_bar, report_json, save_figure
 from vla_ros.core.errors import ConfigError
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.device import add_device_arguments, available_cpus
@@ -287,11 +287,7 @@ def plot(results: dict, path: Path) -> Path:
         f"{' in its session' if results['hogs_in_bench_session'] else ', each its own program'}",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import summarize_ms
+from vla_ros.bench.stats import save_figure, summarize_ms
 from vla_ros.core.embodiment import CameraSpec, load_embodiment
 from vla_ros.core.features import PolicyFeatures, RobotObservation
 from vla_ros.core.images import decode_raw_image
@@ -231,10 +231,7 @@ def _plot(results: dict, path: Path) -> Path:
         axes[0][1].set_ylabel("mean ms per control tick")
         axes[0][1].set_title("side by side")
         axes[0][1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def main(args: argparse.Namespace) -> int:

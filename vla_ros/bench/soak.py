@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import summarize_ms
+from vla_ros.bench.stats import save_figure, summarize_ms
 
 CAMERA_PERIOD_S = 0.1  # 10 Hz cameras, as the MuJoCo robot node publishes them
 MEMORY_SAMPLE_S = 5.0
@@ -142,10 +142,7 @@ def _plot(results: dict, path: Path) -> Path:
     axis.set_title(f"soak: {results['ticks']} ticks, {results['missed_fraction'] * 100:.2f}% missed, "
                    f"RSS {results['rss_growth_after_warmup'] * 100:+.1f}%")
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def main(args: argparse.Namespace) -> int:

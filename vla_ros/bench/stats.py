@@ -19,6 +19,17 @@ def report_json(results: dict, path: Path | None) -> None:
         print(f"json: {path}", file=sys.stderr)
 
 
+def save_figure(fig, path: Path, *, dpi: int) -> Path:
+    """Lay out a bench's matplotlib figure, write it to `path` (making its folder) and free it; returns `path`."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def summarize_ms(values_ms) -> dict:
     """{mean, p50, p99, max, count} of samples in milliseconds; zeros when there are none."""
     if len(values_ms) == 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import summarize_ms
+from vla_ros.bench.stats import save_figure, summarize_ms
 
 LOOPBACK_CONFIG = Path(__file__).resolve().parents[2] / "config" / "cyclonedds_loopback.xml"
 IMAGE_TOPIC, JOINT_TOPIC, DONE_TOPIC = "/bench/image", "/bench/joint_states", "/bench/done"
@@ -201,11 +201,7 @@ def _plot(image_ms: list[float], joint_ms: list[float], out: Path) -> Path:
             axis.legend()
         axis.set_xlabel("one-way latency [ms]")
         axis.set_title(title)
-    fig.tight_layout()
-    path = out / "transport.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "transport.png", dpi=80)
 
 
 def main(args: argparse.Namespace) -> int:
