@@ -30,7 +30,7 @@ from vla_ros.policies.remote import TOKEN_ENV
 from vla_ros.policies.remote import gr00t_protocol as wire
 from vla_ros.policies.remote.client import RemoteConfig, backoff_delays
 from vla_ros.policies.remote.gr00t_server import import_zmq
-from vla_ros.policies.remote.reconnect import ServerWatch
+from vla_ros.policies.remote.reconnect import ServerWatch, WatchedServerClient
 
 logger = logging.getLogger("vla_ros.remote")
 
@@ -47,7 +47,7 @@ class NoReply(PolicyError):
         self.reason = reason
 
 
-class Gr00tRemotePolicy(Policy):
+class Gr00tRemotePolicy(WatchedServerClient, Policy):
     """Predicts chunks on a GR00T policy server; state and action parts are in the robot's policy units."""
 
     def __init__(self, url: str, *, embodiment: EmbodimentConfig, token: str | None = None,
@@ -90,8 +90,7 @@ class Gr00tRemotePolicy(Policy):
             logger.info("policy server %s: reset not done (%s)", self.url, exc)
 
     def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
-        if not self.connected:
-            raise PolicyError(self.status_message())
+        self._require_connection()
         reply = self._call("get_action", self._request(observation))
         return self._assemble(reply)
 
@@ -100,13 +99,6 @@ class Gr00tRemotePolicy(Policy):
         with self._socket_lock:
             self._close_socket()
         self._context.term()
-
-    @property
-    def connected(self) -> bool:
-        return self._watch.up
-
-    def status_message(self) -> str:
-        return self._watch.status_message()
 
     # -- messages --------------------------------------------------------------------------------------------------
 

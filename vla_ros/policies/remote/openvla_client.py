@@ -32,12 +32,12 @@ from vla_ros.policies.factory import PolicyOptions
 from vla_ros.policies.remote import TOKEN_ENV
 from vla_ros.policies.remote import openvla_protocol as wire
 from vla_ros.policies.remote.client import RemoteConfig, backoff_delays
-from vla_ros.policies.remote.reconnect import ServerWatch
+from vla_ros.policies.remote.reconnect import ServerWatch, WatchedServerClient
 
 logger = logging.getLogger("vla_ros.remote")
 
 
-class OpenVlaRemotePolicy(Policy):
+class OpenVlaRemotePolicy(WatchedServerClient, Policy):
     """Predicts chunks on an OpenVLA(-OFT) server; see the module docstring."""
 
     def __init__(self, url: str, *, embodiment: EmbodimentConfig, token: str | None = None,
@@ -85,8 +85,7 @@ class OpenVlaRemotePolicy(Policy):
         """Nothing to do: OpenVLA's protocol has no episodes."""
 
     def predict_chunk(self, observation: PolicyObservation, prefix: ChunkPrefix | None = None) -> np.ndarray:
-        if not self.connected:
-            raise PolicyError(self.status_message())
+        self._require_connection()
         actions = self._act(observation)
         expected = self.metadata.features.chunk_size - 1
         if len(actions) != expected:
@@ -98,13 +97,6 @@ class OpenVlaRemotePolicy(Policy):
         self._watch.close(timeout_s=self.config.request_timeout_s + 2.0)
         with self._lock:
             self._drop_connection()
-
-    @property
-    def connected(self) -> bool:
-        return self._watch.up
-
-    def status_message(self) -> str:
-        return self._watch.status_message()
 
     # -- requests --------------------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from vla_ros.core.errors import PolicyError
 from vla_ros.policies.remote.client import RemoteConfig, backoff_delays
 
 logger = logging.getLogger("vla_ros.remote")
@@ -99,3 +100,22 @@ class ServerWatch:
                     continue
                 self.mark_up()
                 logger.info("%s: reachable again", self.label)
+
+
+class WatchedServerClient:
+    """Mixed into a client whose ServerWatch (`self._watch`) follows its server: `connected` and `status_message`
+    come from the watch, and `_require_connection()` opens predict_chunk (it raises at once while the server is
+    away, so the pipeline holds the arm)."""
+
+    _watch: ServerWatch
+
+    @property
+    def connected(self) -> bool:
+        return self._watch.up
+
+    def status_message(self) -> str:
+        return self._watch.status_message()
+
+    def _require_connection(self) -> None:
+        if not self.connected:
+            raise PolicyError(self.status_message())
