@@ -4,7 +4,8 @@ Each axis changes one thing from the built-in VLA's training conditions and keep
 - layouts: cube layouts of seeds 0.. (training used seeds from 1000), scene and instructions as in training;
 - colour: a yellow cube joins red, green and blue, and every instruction names it;
 - distractors: non-cube objects and a cube of colours the instructions never name join the three cubes;
-- lighting: the key light dimmed, moved to the other side, and every light tinted warm;
+- lighting: the key light dimmed, moved to the other side, and every light tinted warm (and each half alone:
+  dim-light, warm-light);
 - camera: the front camera moved a few centimetres and turned a few degrees;
 - arm: the held-out arms (not among the training arms) on the layouts axis's conditions.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,13 @@ class Axis:
 
 DISTRACTORS = SceneVariation(distractors=(Distractor("cylinder", "orange"), Distractor("sphere", "purple"),
                                           Distractor("cube", "purple")))
-# Mirrored across the arm's x axis: the key light comes from the left instead of the right, so shadows fall the
-# other way; at half brightness; and every light warm (tungsten-like).
-LIGHTING = SceneVariation(key_light_scale=0.5, key_light_position_m=(0.6, 0.8, 2.0),
-                          key_light_direction=(-0.25, -0.35, -1.0), light_tint=(1.0, 0.85, 0.65))
+# The key light mirrored across the arm's x axis (from the left instead of the right, so shadows fall the other
+# way) at half brightness; every light warm (tungsten-like); and both, the lighting axis. The two halves are axes
+# of their own so that a drop on the lighting axis can be traced to one of them.
+DIM_LIGHT = SceneVariation(key_light_scale=0.5, key_light_position_m=(0.6, 0.8, 2.0),
+                           key_light_direction=(-0.25, -0.35, -1.0))
+WARM_LIGHT = SceneVariation(light_tint=(1.0, 0.85, 0.65))
+LIGHTING = replace(DIM_LIGHT, light_tint=WARM_LIGHT.light_tint)
 CAMERA = SceneVariation(camera_shift_m=(0.02, -0.02, 0.01), camera_pan_deg=3.0, camera_tilt_deg=3.0)
 
 AXES: dict[str, Axis] = {axis.name: axis for axis in (
@@ -74,6 +78,9 @@ AXES: dict[str, Axis] = {axis.name: axis for axis in (
          "instructions never name", variation=DISTRACTORS),
     Axis("lighting", "lighting", "the key light at half brightness and moved to the other side of the arm, every "
          "light tinted warm", variation=LIGHTING),
+    Axis("dim-light", "dim, moved key light", "the lighting axis without the tint: the key light at half brightness "
+         "and moved to the other side of the arm", variation=DIM_LIGHT),
+    Axis("warm-light", "warm light", "the lighting axis's tint alone: every light tinted warm", variation=WARM_LIGHT),
     Axis("camera", "camera pose", f"the front camera moved {CAMERA.camera_shift_cm:.1f} cm and turned "
          f"{CAMERA.camera_pan_deg:g} deg sideways and {CAMERA.camera_tilt_deg:g} deg down", variation=CAMERA),
     Axis("arm", "held-out arm", "an arm the policy was not trained on, on held-out layouts (as the layouts axis)",
@@ -242,12 +249,13 @@ def plot(results: dict, path: Path) -> Path:
         present = [robot for robot in robots if (robot, name) in cells]  # each group as wide as its arms
         width = 0.8 / max(1, len(present))
         for slot, robot in enumerate(present):
-            axis.bar(position - 0.4 + width * (slot + 0.5), cells[(robot, name)]["success_rate"], width,
-                     color=colors(robots.index(robot)), label=None if robot in labelled else robot)
+            bars = axis.bar(position - 0.4 + width * (slot + 0.5), cells[(robot, name)]["success_rate"], width,
+                            color=colors(robots.index(robot)), label=None if robot in labelled else robot)
+            axis.bar_label(bars, fmt="%.2f", fontsize=6)  # a zero shows as "0.00", not as no bar at all
             labelled.add(robot)
     axis.set_xticks(np.arange(len(axes)), [AXES[name].title for name in axes], fontsize=9)
     axis.set_ylabel("success rate")
-    axis.set_ylim(0, 1.05)
+    axis.set_ylim(0, 1.2)  # room for the labels over full bars
     axis.legend(fontsize=8, ncols=min(len(robots), 6), loc="upper right")
     latency = "measured latency charged" if results["latency_model"]["measured_wall_time"] else "no measured latency"
     axis.set_title(f"vla-ros bench generalization: {results['policy']}, '{results['task']}', "
