@@ -27,7 +27,7 @@ import numpy as np
 
 from vla_ros.bench.closed_loop import summarize_cell
 from vla_ros.bench.machine import CpuTimes, busy_fraction, load_average
-from vla_ros.bench.stats import progress_bar, report_json
+from vla_ros.bench.stats import progress_bar, report_json, save_figure
 from vla_ros.cli.arguments import require_count
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
@@ -261,11 +261,7 @@ def plot(results: dict, path: Path) -> Path:
     axis.set_title(f"vla-ros bench generalization: {results['policy']}, '{results['task']}', "
                    f"{results['episodes_per_cell']} episodes per cell (seeds {results['seeds'][0]}-"
                    f"{results['seeds'][-1]}), {latency}", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def main(args: argparse.Namespace) -> int:
