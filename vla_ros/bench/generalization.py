@@ -28,7 +28,6 @@ import numpy as np
 from vla_ros.bench.closed_loop import summarize_cell
 from vla_ros.bench.machine import CpuTimes, busy_fraction, load_average
 from vla_ros.bench.stats import progress_bar, report_json, save_figure
-from vla_ros.cli.arguments import require_count
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.builtin.recipe import COLORS as TRAINING_COLORS
@@ -171,7 +170,8 @@ def run_cell(policy_spec: str, robot: str, axis: Axis, *, task_family: str, seed
 def run(args: argparse.Namespace) -> dict:
     from vla_ros.policies.factory import PolicyOptions
 
-    require_count(args.episodes, "--episodes")
+    if args.episodes < 1:  # as the other benches: bench code does not import the CLI
+        raise ConfigError(f"--episodes must be 1 or more, got {args.episodes}")
     robots = _names(args.robots, SIM_ROBOTS, flag="--robots")
     trained = _names(args.trained_robots, SIM_ROBOTS, flag="--trained-robots")
     axes = _names(args.axes, list(AXES), flag="--axes")
