@@ -98,8 +98,8 @@ def test_the_built_in_vla_commands_the_same_whether_or_not_the_machine_is_slow(m
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--axes", "lights"], "--axes: no 'lights'"),
-    (["--robots", "ur5e"], "--robots: no 'ur5e'"),
+    (["--axes", "lights"], "--axes: unknown value 'lights'"),
+    (["--robots", "ur5e"], "--robots: unknown value 'ur5e'"),
     (["--episodes", "0"], "--episodes must be 1 or more"),
 ])
 def test_bad_flags_get_one_line_naming_the_flag(argv, message, capsys):

@@ -111,7 +111,8 @@ def summarize_cell(episodes: list[EpisodeLog], *, period_s: float) -> dict:
     }
 
 
-def _parse_list(text: str, valid: list[str], *, option: str) -> list[str]:
+def parse_choices(text: str, valid: list[str], *, option: str) -> list[str]:
+    """The comma-separated names in `text`, each one of `valid`, else an error naming `option`."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise ConfigError(f"{option} is empty: give one or more of {valid}, comma-separated")
@@ -166,8 +167,8 @@ def run_grid(world, policy: Policy, embodiment: EmbodimentConfig, cells: list[Gr
 def run(args: argparse.Namespace) -> dict:
     from vla_ros.policies.factory import PolicyOptions, make_policy
 
-    modes = _parse_list(args.modes, [m.value for m in InferenceMode], option="--modes")
-    merges = _parse_list(args.merges, [m.value for m in MergeStrategy], option="--merges")
+    modes = parse_choices(args.modes, [m.value for m in InferenceMode], option="--modes")
+    merges = parse_choices(args.merges, [m.value for m in MergeStrategy], option="--merges")
     latencies_ms = _parse_latencies(args.latencies_ms)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")

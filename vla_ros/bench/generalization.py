@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.closed_loop import summarize_cell
+from vla_ros.bench.closed_loop import parse_choices, summarize_cell
 from vla_ros.bench.machine import CpuTimes, busy_fraction, load_average
 from vla_ros.bench.stats import progress_bar, report_json, save_figure
-from vla_ros.core.errors import ConfigError, did_you_mean
+from vla_ros.core.errors import ConfigError
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.builtin.recipe import COLORS as TRAINING_COLORS
 from vla_ros.policies.builtin.recipe import DataRecipe
@@ -107,16 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _names(text: str, valid, *, flag: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise ConfigError(f"{flag} is empty: give one or more of {', '.join(valid)}, comma-separated")
-    for name in names:
-        if name not in valid:
-            raise ConfigError(f"{flag}: no '{name}' (valid: {', '.join(valid)}).{did_you_mean(name, valid)}")
-    return list(dict.fromkeys(names))
-
-
 def plan_cells(robots: list[str], trained: list[str], axes: list[str]) -> list[tuple[str, Axis]]:
     """(robot, axis) of every cell: perturbation axes on the trained arms, the arm axis on the others."""
     cells = []
@@ -172,9 +162,9 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.episodes < 1:  # as the other benches: bench code does not import the CLI
         raise ConfigError(f"--episodes must be 1 or more, got {args.episodes}")
-    robots = _names(args.robots, SIM_ROBOTS, flag="--robots")
-    trained = _names(args.trained_robots, SIM_ROBOTS, flag="--trained-robots")
-    axes = _names(args.axes, list(AXES), flag="--axes")
+    robots = list(dict.fromkeys(parse_choices(args.robots, list(SIM_ROBOTS), option="--robots")))
+    trained = list(dict.fromkeys(parse_choices(args.trained_robots, list(SIM_ROBOTS), option="--trained-robots")))
+    axes = list(dict.fromkeys(parse_choices(args.axes, list(AXES), option="--axes")))
     cells = plan_cells(robots, trained, axes)
     seeds = [args.seed + i for i in range(args.episodes)]
     settings = LoopSettings(measure_latency=args.measured_latency)
