@@ -41,5 +41,5 @@ def test_tiny_run_writes_json_and_plot(tmp_path, capsys):
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(ConfigError, match="unknown model 'pi00'.*Did you mean 'pi0'"):
+    with pytest.raises(ConfigError, match="--models: unknown value 'pi00'.*Did you mean 'pi0'"):
         parse_models("pi00")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import progress_bar, report_json, save_figure, summarize_ms
+from vla_ros.bench.stats import parse_choices, progress_bar, report_json, save_figure, summarize_ms
 from vla_ros.core.embodiment import EmbodimentConfig
-from vla_ros.core.errors import ConfigError, did_you_mean
+from vla_ros.core.errors import ConfigError
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy
@@ -109,17 +109,6 @@ def summarize_cell(episodes: list[EpisodeLog], *, period_s: float) -> dict:
         "charged_latency_ms": summarize_ms([ms for e in episodes for ms in e.latency_ms]),
         "episodes": [e.summary() for e in episodes],
     }
-
-
-def parse_choices(text: str, valid: list[str], *, option: str) -> list[str]:
-    """The comma-separated names in `text`, each one of `valid`, else an error naming `option`."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise ConfigError(f"{option} is empty: give one or more of {valid}, comma-separated")
-    for item in items:
-        if item not in valid:
-            raise ConfigError(f"{option}: unknown value '{item}', valid: {valid}." + did_you_mean(item, valid))
-    return items
 
 
 def _parse_latencies(text: str) -> list[float]:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import report_json, save_figure, summarize_ms
+from vla_ros.bench.stats import parse_choices, report_json, save_figure, summarize_ms
 from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.embodiment import CameraSpec, EmbodimentConfig, load_embodiment
-from vla_ros.core.errors import ConfigError, MissingDependencyError, did_you_mean
+from vla_ros.core.errors import ConfigError, MissingDependencyError
 from vla_ros.policies.base import Policy
 from vla_ros.policies.device import (
     add_device_arguments,
@@ -141,13 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_models(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise ConfigError("--models: name at least one of " + ", ".join(sorted(MODELS)))
-    for name in names:
-        if name not in MODELS:
-            raise ConfigError(f"--models: unknown model '{name}'." + did_you_mean(name, MODELS))
-    return names
+    return parse_choices(text, sorted(MODELS), option="--models")
 
 
 def _check_memory(spec: ModelSpec, device, dtype, *, tiny: bool) -> None:
