@@ -81,6 +81,19 @@ def test_fine_tuned_checkpoint_loads_and_resumes(tiny_checkpoint, dataset, tmp_p
                  progress=False)
 
 
+def test_zero_steps_give_the_same_weights_with_the_new_robots_stats(tiny_checkpoint, dataset, tmp_path):
+    out = tmp_path / "stats_only"
+    log = finetune(str(tiny_checkpoint), dataset, out, robot="so101", config=FinetuneConfig(steps=0),
+                   progress=False)
+    assert log["loss"] == []
+    before, after = weights(tiny_checkpoint), weights(out)
+    assert set(before) == set(after) and all(np.array_equal(before[k], after[k]) for k in before)
+    stats = load_file(str(out / "norm_stats" / "so101.safetensors"))
+    assert not np.allclose(stats["observation.state.mean"][:6], 0)  # the dataset's, not the checkpoint's zeros
+    with pytest.raises(ConfigError, match="--steps must be 0 or more"):
+        FinetuneConfig(steps=-1)
+
+
 def test_lora_changes_only_the_attention_projections(tiny_checkpoint, dataset, tmp_path):
     out = tmp_path / "lora"
     config = FinetuneConfig(steps=50, batch_size=4, warmup_steps=5, lora_rank=2, checkpoint_every=0,

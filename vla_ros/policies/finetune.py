@@ -49,6 +49,11 @@ class FinetuneConfig:
     seed: int = 0
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"--steps must be 0 or more (0: only the datasets' normalization stats), "
+                              f"got {self.steps}", key="--steps")
+
     def train_recipe(self) -> TrainRecipe:
         return replace(TrainRecipe(), steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
                        warmup_steps=self.warmup_steps, seed=self.seed, task_weights=(), early_samples=0,
@@ -208,7 +213,7 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
     from safetensors.torch import load_file, save_file
 
     from vla_ros.policies.builtin.train import Batches, normalization_stats, optimize, plot_loss
-    from vla_ros.policies.factory import BUILTIN_CHECKPOINT
+    from vla_ros.policies.factory import SHIPPED_POLICIES, shipped_checkpoint
     from vla_ros.policies.lora import add_lora, merge_lora
     from vla_ros.policies.smolvla.checkpoint import NORM_STATS_DIR, load_checkpoint, load_robot_stats, save_checkpoint
     from vla_ros.policies.smolvla.policy import SmolVLAPolicy
@@ -216,11 +221,11 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
     shares = [DatasetShare(datasets)] if isinstance(datasets, Path) else list(datasets)
     if not shares:
         raise ConfigError("no dataset to fine-tune on: give --dataset at least once", key="--dataset")
-    source = BUILTIN_CHECKPOINT if spec == "builtin" else Path(spec)
+    source = shipped_checkpoint(spec) if spec in SHIPPED_POLICIES else Path(spec)
     if not (source / "config.json").is_file() or json.loads((source / "config.json").read_text()).get("type") \
             != "smolvla":
-        raise ConfigError(f"fine-tuning takes a SmolVLA checkpoint directory or 'builtin'; {spec} is not one "
-                          "(pi0: fine-tune with openpi or LeRobot and load the result here)")
+        raise ConfigError(f"fine-tuning takes a SmolVLA checkpoint directory, 'builtin' or 'builtin-generalist'; "
+                          f"{spec} is not one (pi0: fine-tune with openpi or LeRobot and load the result here)")
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -357,14 +362,17 @@ def _progress(total: int, done: int):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = FinetuneConfig()
-    parser.add_argument("--policy", default="builtin", help="SmolVLA checkpoint directory, or builtin")
+    parser.add_argument("--policy", default="builtin",
+                        help="SmolVLA checkpoint directory, builtin or builtin-generalist")
     parser.add_argument("--dataset", type=DatasetShare.parse, action="append", required=True, metavar="PATH[:WEIGHT]",
                         help="LeRobot v3 dataset (vla-ros record) or the built-in VLA's training episodes "
                              "(python -m vla_ros.policies.builtin.collect); repeat to mix datasets, WEIGHT being a "
                              "dataset's share of the batches (default 1), e.g. --dataset new:0.5 --dataset old:0.5")
     parser.add_argument("--robot", help="robot config of the LeRobot datasets (default: each one's robot_type)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (each one batch)")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="optimizer steps (each one batch); 0 copies the weights and adds the datasets' "
+                             "normalization stats: a new robot's stats without training")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="samples per optimizer step")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate,
                         help="peak learning rate (AdamW): linear warm-up to it, then cosine decay to 10%% of it")
@@ -387,6 +395,10 @@ def main(args: argparse.Namespace) -> int:
                             threads=args.threads)
     log = finetune(args.policy, args.dataset, args.out, robot=args.robot, config=config, resume=args.resume,
                    progress=not args.no_progress, patch_positions=args.patch_positions)
+    if config.steps == 0:
+        print(f"wrote {args.out}: the same weights, with normalization stats from {log['samples']} samples of "
+              f"{log['episodes']} episodes ({log['robot']})")
+        return 0
     final = log["loss"][-1]["loss"] if log["loss"] else float("nan")
     print(f"wrote {args.out}: {log['samples']} samples from {log['episodes']} episodes, "
           f"{log['train_seconds'] / 60:.1f} min, final loss {final:.4f}")
