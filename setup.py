@@ -27,7 +27,7 @@ setup(
     packages=find_packages(include=["vla_ros", "vla_ros.*"]),
     package_data={
         "vla_ros.sim": ["assets/*.xml"],
-        "vla_ros.policies.builtin": ["checkpoint/*", "checkpoint/*/*"],  # the shipped weights
+        "vla_ros.policies.builtin": ["checkpoint/*", "checkpoint/*/*", "generalist/*", "generalist/*/*"],  # shipped weights
     },
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/vla_ros"]),

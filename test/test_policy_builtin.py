@@ -14,13 +14,15 @@ pytest.importorskip("transformers", reason="the built-in VLA needs transformers"
 
 from vla_ros.core.adapter import EmbodimentAdapter  # noqa: E402
 from vla_ros.core.embodiment import load_embodiment  # noqa: E402
+from vla_ros.policies.builtin import SHIPPED_CHECKPOINTS  # noqa: E402
 from vla_ros.policies.builtin.collect import collect, episode_layout, load_shards  # noqa: E402
-from vla_ros.policies.builtin.recipe import DataRecipe, ModelRecipe, Recipe, TrainRecipe  # noqa: E402
+from vla_ros.policies.builtin.recipe import RECIPES, DataRecipe, ModelRecipe, Recipe, TrainRecipe  # noqa: E402
 from vla_ros.policies.builtin.train import build_config, normalization_stats, train  # noqa: E402
 from vla_ros.policies.checks import check_policy  # noqa: E402
-from vla_ros.policies.factory import BUILTIN_CHECKPOINT, PolicyOptions, make_policy  # noqa: E402
+from vla_ros.policies.factory import PolicyOptions, make_policy  # noqa: E402
 from vla_ros.policies.smolvla.checkpoint import load_robot_stats  # noqa: E402
 from vla_ros.policies.smolvla.policy import RELATIVE_ACTIONS_KEY  # noqa: E402
+from vla_ros.sim.robots import SIM_ROBOTS  # noqa: E402
 from vla_ros.sim.tasks import parse_instruction  # noqa: E402
 from vla_ros.sim.world import SimWorld  # noqa: E402
 
@@ -33,12 +35,13 @@ TINY = Recipe(
 )
 
 
-@pytest.mark.parametrize("robot", ["so101", "panda"])
-def test_shipped_checkpoint_drives_both_arms(robot):
+@pytest.mark.parametrize("name, robot", [("builtin", "so101"), ("builtin", "panda"),
+                                         *[("builtin-generalist", robot) for robot in SIM_ROBOTS]])
+def test_shipped_checkpoints_drive_their_arms(name, robot):
     embodiment = load_embodiment(robot)
-    policy = make_policy("builtin", embodiment=embodiment, options=OPTIONS)
+    policy = make_policy(name, embodiment=embodiment, options=OPTIONS)
     check_policy(policy, embodiment)
-    assert policy.metadata.name == "builtin" and policy.metadata.learned
+    assert policy.metadata.name == name and policy.metadata.learned
     assert policy.metadata.features.action_dt_s == embodiment.control_period_s  # chunks on the robot's own clock
 
 
@@ -58,18 +61,21 @@ def test_shipped_checkpoint_uses_each_robots_statistics():
     np.testing.assert_allclose(so101.predict_chunk(batch), chunks[0], atol=1e-5)  # same robot, same noise: same
 
 
-def test_shipped_checkpoint_is_small_and_made_by_the_recipe_in_the_repository():
-    size = sum(path.stat().st_size for path in BUILTIN_CHECKPOINT.rglob("*") if path.is_file())
-    assert size <= MAX_CHECKPOINT_BYTES, f"built-in checkpoint is {size / 2**20:.1f} MB"
-    log = json.loads((BUILTIN_CHECKPOINT / "training_log.json").read_text())
-    assert log["recipe"] == json.loads(json.dumps(Recipe().to_dict()))  # weights and recipe.py agree
-    shipped = json.loads((BUILTIN_CHECKPOINT / "config.json").read_text())
-    built = build_config(Recipe().model)
+@pytest.mark.parametrize("recipe_name", sorted(RECIPES))
+def test_shipped_checkpoints_are_small_and_made_by_the_recipes_in_the_repository(recipe_name):
+    checkpoint, recipe = SHIPPED_CHECKPOINTS[recipe_name], RECIPES[recipe_name]
+    size = sum(path.stat().st_size for path in checkpoint.rglob("*") if path.is_file())
+    assert size <= MAX_CHECKPOINT_BYTES, f"{recipe_name} checkpoint is {size / 2**20:.1f} MB"
+    log = json.loads((checkpoint / "training_log.json").read_text())
+    assert log["recipe"] == json.loads(json.dumps(recipe.to_dict()))  # weights and recipe.py agree
+    assert sorted(log["samples"]) == sorted(recipe.data.robots)  # trained on the recipe's arms, and no other
+    shipped = json.loads((checkpoint / "config.json").read_text())
+    built = build_config(recipe.model)
     expected = built.to_dict()
     for key in ("chunk_size", "max_state_dim", "max_action_dim", "resize_imgs_with_padding", "num_vlm_layers",
                 "input_features", "output_features", "num_steps"):
         assert shipped[key] == json.loads(json.dumps(expected[key])), key
-    ours = json.loads((BUILTIN_CHECKPOINT / "vla_ros.json").read_text())  # settings LeRobot must not see
+    ours = json.loads((checkpoint / "vla_ros.json").read_text())  # settings LeRobot must not see
     assert ours[RELATIVE_ACTIONS_KEY] == built.vla_ros[RELATIVE_ACTIONS_KEY]
     assert not any(key.startswith("vla_ros") for key in shipped)
 
@@ -121,6 +127,22 @@ def test_episodes_cycle_through_the_colours_and_share_layouts_as_the_recipe_says
     assert [color for _, color in episodes] == ["red", "green", "blue"] * 2
     assert len({seed for seed, _ in episodes}) == 6 // per_layout
     assert episode_layout(recipe, "panda", "touch", 0)[0] != episodes[0][0]  # each robot has its own layouts
+
+
+def test_a_robots_episodes_do_not_depend_on_which_other_robots_a_recipe_trains_on():
+    from vla_ros.policies.builtin.recipe import GENERALIST, HELD_OUT_ARM
+    from vla_ros.sim.robots import SIM_ROBOTS
+
+    shipped = DataRecipe()
+    generalist = replace(GENERALIST.data, tasks=shipped.tasks)  # same episode counts, other robots
+    for robot in shipped.robots:
+        assert [episode_layout(generalist, robot, "touch", i) for i in range(9)] == \
+            [episode_layout(shipped, robot, "touch", i) for i in range(9)]
+    layouts = {episode_layout(generalist, robot, "touch", 0)[0] for robot in GENERALIST.data.robots}
+    assert len(layouts) == len(GENERALIST.data.robots)
+    # The generalist's held-out arm is a simulated arm it never sees, and it trains on every other one.
+    assert HELD_OUT_ARM in SIM_ROBOTS and HELD_OUT_ARM not in GENERALIST.data.robots
+    assert set(GENERALIST.data.robots) | {HELD_OUT_ARM} == set(SIM_ROBOTS)
 
 
 def test_normalization_stats_leave_padding_alone():

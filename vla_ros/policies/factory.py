@@ -2,6 +2,7 @@
 
 A spec is one of:
 - `builtin`: the small VLA trained in this repository on the simulator's tasks (ships with the package);
+- `builtin-generalist`: the same network trained on five simulated arms, the gen3 held out (ships too);
 - a checkpoint directory: its `config.json` says which backend loads it (LeRobot's `type`, transformers'
   `model_type`);
 - `ws://host:port` or `wss://host:port`: a remote policy server speaking openpi's websocket protocol;
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from vla_ros.core.embodiment import EmbodimentConfig
 from vla_ros.core.errors import ConfigError, did_you_mean
 from vla_ros.policies.base import Policy
+from vla_ros.policies.builtin import SHIPPED_CHECKPOINTS
 from vla_ros.policies.device import apply_threads, plan_threads, select_device, weights_bytes
 
 if TYPE_CHECKING:
@@ -29,8 +31,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "builtin"
-NAMED_POLICIES = ("builtin", "expert")
-BUILTIN_CHECKPOINT = Path(__file__).resolve().parent / "builtin" / "checkpoint"
+# Policy name -> (shipped checkpoint, what to call it in reports).
+SHIPPED_POLICIES = {
+    "builtin": (SHIPPED_CHECKPOINTS["builtin"], "built-in VLA (a small SmolVLA trained in this repository on "
+                                                "simulator episodes of the so101 and the panda"),
+    "builtin-generalist": (SHIPPED_CHECKPOINTS["generalist"], "built-in generalist VLA (the built-in network "
+                                                              "trained on five simulated arms, the gen3 held out"),
+}
+NAMED_POLICIES = (*SHIPPED_POLICIES, "expert")
+BUILTIN_CHECKPOINT = SHIPPED_CHECKPOINTS["builtin"]
 
 # Checkpoint type (LeRobot's `type` or transformers' `model_type` in config.json) -> "module:function" that loads it.
 CHECKPOINT_LOADERS = {
@@ -78,15 +87,13 @@ def make_policy(
     for prefix, loader in SERVER_LOADERS.items():
         if spec.startswith(prefix):
             return _call(loader, spec, embodiment=embodiment, options=options)
-    if spec == "builtin":
-        if not (BUILTIN_CHECKPOINT / "config.json").is_file():
-            raise ConfigError(f"the built-in policy's checkpoint is missing from {BUILTIN_CHECKPOINT}: reinstall "
-                              "vla_ros, or train it with `python scripts/train_builtin.py`")
-        policy = _load_checkpoint(BUILTIN_CHECKPOINT, embodiment=embodiment, options=options)
+    if spec in SHIPPED_POLICIES:
+        description = SHIPPED_POLICIES[spec][1]
+        policy = _load_checkpoint(shipped_checkpoint(spec), embodiment=embodiment, options=options)
         policy.metadata = replace(
-            policy.metadata, name="builtin",
-            description=f"built-in VLA (a small SmolVLA trained in this repository on simulator episodes; "
-                        f"{policy.metadata.device}, {policy.metadata.features.chunk_size}-step chunks)",
+            policy.metadata, name=spec,
+            description=f"{description}; {policy.metadata.device}, {policy.metadata.features.chunk_size}-step "
+                        "chunks)",
         )
         return policy
     path = Path(spec).expanduser()
@@ -101,6 +108,16 @@ def make_policy(
     raise ConfigError(f"unknown policy '{spec}': give builtin, expert, a checkpoint directory, ws://host:port, "
                       "gr00t://host:port or openvla+http://host:port."
                       + did_you_mean(spec, NAMED_POLICIES))
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The directory of shipped policy `name` (a key of SHIPPED_POLICIES), checked to hold a checkpoint."""
+    checkpoint = SHIPPED_POLICIES[name][0]
+    if not (checkpoint / "config.json").is_file():
+        recipe = next(recipe for recipe, path in SHIPPED_CHECKPOINTS.items() if path == checkpoint)
+        raise ConfigError(f"the {name} policy's checkpoint is missing from {checkpoint}: reinstall vla_ros, or "
+                          f"train it with `python -m vla_ros.policies.builtin.train --recipe {recipe}`")
+    return checkpoint
 
 
 def checkpoint_type(path: Path) -> str:

@@ -21,7 +21,8 @@ import numpy as np
 from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from vla_ros.core.features import STATE, RobotObservation, image_key
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
-from vla_ros.policies.builtin.recipe import CAMERA_KEYS, DataRecipe, ModelRecipe, policy_features
+from vla_ros.policies.builtin.recipe import CAMERA_KEYS, RECIPES, DataRecipe, ModelRecipe, policy_features
+from vla_ros.sim.robots import SIM_ROBOTS
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
 
@@ -39,7 +40,7 @@ class EpisodeSamples:
 def episode_layout(recipe: DataRecipe, robot: str, task: str, index: int) -> tuple[int, str]:
     """(layout seed, target colour) of episode `index`: colours take turns, and every
     `recipe.instructions_per_layout` consecutive episodes share a layout."""
-    robot_index = recipe.robots.index(robot)
+    robot_index = SIM_ROBOTS.index(robot)
     task_index = [name for name, _ in recipe.tasks].index(task)
     layout = index // recipe.instructions_per_layout
     return recipe.seed + 10_000 * robot_index + 1_000 * task_index + layout, recipe.colors[index % len(recipe.colors)]
@@ -193,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Record the built-in VLA's training episodes.")
     parser.add_argument("--out", type=Path, default=Path("builtin_data"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="builtin",
+                        help="builtin: the shipped model's episodes; generalist: five arms, one held out")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    summaries = collect(DataRecipe(), ModelRecipe(), args.out, workers=args.workers)
+    recipe = RECIPES[args.recipe]
+    summaries = collect(recipe.data, recipe.model, args.out, workers=args.workers)
     total = sum(s["samples"] for s in summaries)
     print(f"{total} samples in {time.perf_counter() - start:.0f} s -> {args.out}", file=sys.stderr)
     return 0

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from vla_ros.core.features import STATE, TASK, image_key, image_mask_key
+from vla_ros.policies.builtin import SHIPPED_CHECKPOINTS
 from vla_ros.policies.builtin.collect import collect, load_shards
-from vla_ros.policies.builtin.recipe import CAMERA_KEYS, VOCABULARY, ModelRecipe, Recipe, TrainRecipe
+from vla_ros.policies.builtin.recipe import CAMERA_KEYS, RECIPES, VOCABULARY, ModelRecipe, Recipe, TrainRecipe
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoint"
 FINETUNE_SHIFT_PX = 4  # image translation for fine-tuning data, whose cameras' geometry we do not know
 EPS = 1e-6
 
@@ -443,18 +443,21 @@ def plot_loss(log: dict, path: Path, *, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the built-in VLA from scratch (recipe.py).")
     parser.add_argument("--data", type=Path, default=Path("builtin_data"), help="episode shards (recorded if empty)")
-    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint directory to write")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="builtin",
+                        help="builtin: the shipped two-arm model; generalist: five arms, the gen3 held out")
+    parser.add_argument("--out", type=Path, help="checkpoint directory to write (default: the shipped one of --recipe)")
     parser.add_argument("--steps", type=int, help="override the recipe's step count (for quick trials)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's)")
     parser.add_argument("--eval-every", type=int, default=0, help="also write <out>_step<N> checkpoints")
     args = parser.parse_args(argv)
-    recipe = Recipe()
+    recipe = RECIPES[args.recipe]
+    out = args.out or SHIPPED_CHECKPOINTS[args.recipe]
     if args.steps:
         from dataclasses import replace
 
         recipe = replace(recipe, train=replace(recipe.train, steps=args.steps))
-    log = train(recipe, args.data, args.out, threads=args.threads, eval_every=args.eval_every)
-    print(f"wrote {args.out} after {log['train_seconds'] / 60:.1f} min of training", file=sys.stderr)
+    log = train(recipe, args.data, out, threads=args.threads, eval_every=args.eval_every)
+    print(f"wrote {out} after {log['train_seconds'] / 60:.1f} min of training", file=sys.stderr)
     return 0
 
 
