@@ -6,10 +6,15 @@ have seen) and the action source: the commands sent to the arm's controllers (a 
 commanding the robot) or a leader arm's joint states. Every control tick while recording, `tick(now)` writes one
 frame: the observation at that instant and the latest action. Ticks without a usable observation (a stale camera)
 or before every joint has an action are skipped and counted, never filled in.
+
+The tick usually runs on a timer thread while start/stop come from a service or the command line: one lock
+makes a frame and a save exclusive, so a tick that began before `stop()` ends before the episode is saved,
+never half in it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,6 +62,7 @@ class EpisodeRecorder:
         self._frames = 0
         self.episodes_saved = 0
         self.skipped: Counter[str] = Counter()
+        self._episode_lock = threading.Lock()  # frames against start/stop/discard (see the module docstring)
 
     # -- inputs ------------------------------------------------------------------------------------------------------
 
@@ -83,44 +89,48 @@ class EpisodeRecorder:
     # -- episodes ----------------------------------------------------------------------------------------------------
 
     def start(self, task: str) -> None:
-        if self._recording:
-            raise ConfigError("already recording an episode: stop or discard it first")
-        if not task.strip():
-            raise ConfigError("an episode needs a task (the instruction it demonstrates)")
-        self.writer.start_episode(task)
-        self._task, self._recording, self._frames = task, True, 0
+        with self._episode_lock:
+            if self._recording:
+                raise ConfigError("already recording an episode: stop or discard it first")
+            if not task.strip():
+                raise ConfigError("an episode needs a task (the instruction it demonstrates)")
+            self.writer.start_episode(task)
+            self._task, self._recording, self._frames = task, True, 0
 
     def stop(self) -> int | None:
         """Save the episode in progress; returns its index (None if it had no frame: nothing is saved)."""
-        if not self._recording:
-            raise ConfigError("not recording: start an episode first")
-        self._recording = False
-        if self._frames == 0:
-            self.writer.discard_episode()
-            return None
-        index = self.writer.save_episode()
-        self.episodes_saved += 1
-        return index
+        with self._episode_lock:
+            if not self._recording:
+                raise ConfigError("not recording: start an episode first")
+            self._recording = False
+            if self._frames == 0:
+                self.writer.discard_episode()
+                return None
+            index = self.writer.save_episode()
+            self.episodes_saved += 1
+            return index
 
     def discard(self) -> None:
-        if not self._recording:
-            raise ConfigError("not recording: nothing to discard")
-        self._recording = False
-        self.writer.discard_episode()
+        with self._episode_lock:
+            if not self._recording:
+                raise ConfigError("not recording: nothing to discard")
+            self._recording = False
+            self.writer.discard_episode()
 
     def tick(self, now: float) -> bool:
         """Record one frame at `now` if recording and everything is there; True if a frame was written."""
-        if not self._recording:
-            return False
-        observation, missing = self._frame_inputs(now)
-        if missing:
-            self.skipped[missing] += 1
-            return False
-        images = {name: self._sized(name, image) for name, image in observation.images.items()}
-        self.writer.add_frame(observation.joint_positions.astype(np.float32), self._action.astype(np.float32),
-                              images)
-        self._frames += 1
-        return True
+        with self._episode_lock:
+            if not self._recording:
+                return False
+            observation, missing = self._frame_inputs(now)
+            if missing:
+                self.skipped[missing] += 1
+                return False
+            images = {name: self._sized(name, image) for name, image in observation.images.items()}
+            self.writer.add_frame(observation.joint_positions.astype(np.float32), self._action.astype(np.float32),
+                                  images)
+            self._frames += 1
+            return True
 
     def missing_inputs(self, now: float) -> str:
         """What a frame at `now` would lack, in words ("" when one can be recorded)."""
