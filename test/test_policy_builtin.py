@@ -131,7 +131,6 @@ def test_episodes_cycle_through_the_colours_and_share_layouts_as_the_recipe_says
 
 def test_a_robots_episodes_do_not_depend_on_which_other_robots_a_recipe_trains_on():
     from vla_ros.policies.builtin.recipe import GENERALIST, HELD_OUT_ARM
-    from vla_ros.sim.robots import SIM_ROBOTS
 
     shipped = DataRecipe()
     generalist = replace(GENERALIST.data, tasks=shipped.tasks)  # same episode counts, other robots

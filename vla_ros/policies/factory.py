@@ -31,15 +31,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "builtin"
-# Policy name -> (shipped checkpoint, what to call it in reports).
+# Policy name -> (its recipe: a key of SHIPPED_CHECKPOINTS and recipe.RECIPES, what to call it in reports).
 SHIPPED_POLICIES = {
-    "builtin": (SHIPPED_CHECKPOINTS["builtin"], "built-in VLA (a small SmolVLA trained in this repository on "
-                                                "simulator episodes of the so101 and the panda"),
-    "builtin-generalist": (SHIPPED_CHECKPOINTS["generalist"], "built-in generalist VLA (the built-in network "
-                                                              "trained on five simulated arms, the gen3 held out"),
+    "builtin": ("builtin", "built-in VLA (a small SmolVLA trained in this repository on simulator episodes of "
+                           "the so101 and the panda"),
+    "builtin-generalist": ("generalist", "built-in generalist VLA (the built-in network trained on five "
+                                         "simulated arms, the gen3 held out"),
 }
 NAMED_POLICIES = (*SHIPPED_POLICIES, "expert")
-BUILTIN_CHECKPOINT = SHIPPED_CHECKPOINTS["builtin"]
 
 # Checkpoint type (LeRobot's `type` or transformers' `model_type` in config.json) -> "module:function" that loads it.
 CHECKPOINT_LOADERS = {
@@ -112,9 +111,9 @@ def make_policy(
 
 def shipped_checkpoint(name: str) -> Path:
     """The directory of shipped policy `name` (a key of SHIPPED_POLICIES), checked to hold a checkpoint."""
-    checkpoint = SHIPPED_POLICIES[name][0]
+    recipe = SHIPPED_POLICIES[name][0]
+    checkpoint = SHIPPED_CHECKPOINTS[recipe]
     if not (checkpoint / "config.json").is_file():
-        recipe = next(recipe for recipe, path in SHIPPED_CHECKPOINTS.items() if path == checkpoint)
         raise ConfigError(f"the {name} policy's checkpoint is missing from {checkpoint}: reinstall vla_ros, or "
                           f"train it with `python -m vla_ros.policies.builtin.train --recipe {recipe}`")
     return checkpoint

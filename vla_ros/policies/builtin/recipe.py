@@ -130,7 +130,8 @@ class Recipe:
 # zero-shot and then fine-tuned. (Not the xarm7: fine-tuning the two-arm model on it stalled near 0.45, its
 # failing episodes reaching the cube and then not descending; training on it tells whether the network can
 # drive it at all.) Half the shipped recipe's episodes per arm (2.5 times its episodes in all) and a quarter
-# more steps, so that recording and training from scratch stay within 45 minutes on 2 cores. Every arm
+# more steps, meant to stay within 45 minutes from scratch on 2 cores: about 32 min at the speed the shipped
+# recipe was timed at, 65 min as measured on a day this machine ran 2x slower (docs/builtin-vla.md). Every arm
 # predicts arm-joint offsets: the vx300s's config, like the so101's, gives absolute targets.
 HELD_OUT_ARM = "gen3"
 GENERALIST = Recipe(
