@@ -187,6 +187,69 @@ def test_finetune_command_takes_several_weighted_datasets(tiny_checkpoint, datas
     assert log["robot"] == "panda, so101"
 
 
+def test_grounding_trains_the_readout_on_the_datasets_that_record_the_cubes(tiny_checkpoint, dataset,
+                                                                            training_shards, tmp_path, monkeypatch):
+    from vla_ros.policies.builtin import train
+
+    goal_batches = Counter()
+    loss = train.GroundingReadout.loss
+
+    def counting_loss(self, cache, source, targets):
+        goal_batches[source.split("/")[0]] += 1
+        return loss(self, cache, source, targets)
+
+    monkeypatch.setattr(train.GroundingReadout, "loss", counting_loss)
+    shares = [DatasetShare(dataset, 0.5), DatasetShare(training_shards, 0.5)]
+    common = dict(steps=50, batch_size=4, warmup_steps=2, checkpoint_every=0, learning_rate=3e-3)
+    grounded = finetune(str(tiny_checkpoint), shares, tmp_path / "grounded", progress=False,
+                        config=FinetuneConfig(**common, grounding_weight=1.0))
+    # The goal loss is trained on the replay's batches only: the recorded (LeRobot) dataset knows no cube positions.
+    assert goal_batches == {f"1:{training_shards.name}": 25}
+    assert all("goal_loss" in entry for entry in grounded["loss"])
+    plain = finetune(str(tiny_checkpoint), shares, tmp_path / "plain", progress=False, config=FinetuneConfig(**common))
+    assert all("goal_loss" not in entry for entry in plain["loss"])
+
+    # What the readout says of the shards' cubes, after each fine-tuning: only the grounded one learned it.
+    readout_error = {name: _readout_error(tmp_path / name, training_shards) for name in ("grounded", "plain")}
+    assert readout_error["grounded"] < 0.5 * readout_error["plain"], readout_error
+
+
+def _readout_error(checkpoint_dir, shard_dir) -> float:
+    """Mean squared error, in each robot's spread, of the grounding readout of a checkpoint on training shards."""
+    import torch
+
+    from vla_ros.core.features import STATE, TASK, image_key, image_mask_key
+    from vla_ros.policies.builtin.train import GroundingReadout, grounding_targets, target_normalization
+    from vla_ros.policies.finetune import shard_samples
+    from vla_ros.policies.smolvla.checkpoint import load_checkpoint
+    from vla_ros.policies.smolvla.policy import SmolVLAPolicy
+
+    checkpoint = load_checkpoint(checkpoint_dir)
+    errors = []
+    for robot, samples in shard_samples(shard_dir).items():
+        targets = grounding_targets(samples, tcp_offset=True)
+        readout = GroundingReadout(checkpoint.model, TINY.action_dim, {robot: target_normalization(targets)})
+        embodiment = load_embodiment(robot)
+        processor = SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, embodiment=embodiment,
+                                  warmup=False).processor
+        observations = [{STATE: samples["state"][i], TASK: str(samples["instruction"][i]),
+                         **{image_key(k): samples[f"image_{k}"][i] for k in ("front", "wrist")},
+                         **{image_mask_key(k): True for k in ("front", "wrist")}}
+                        for i in range(len(samples["state"]))]
+        with torch.no_grad():
+            errors.append(readout.loss(checkpoint.model.encode_prefix(**processor.preprocess(observations)), robot,
+                                       targets).item())
+    return float(np.mean(errors))
+
+
+def test_grounding_needs_a_dataset_that_records_the_cubes(tiny_checkpoint, dataset, tmp_path):
+    with pytest.raises(ConfigError, match=r"--grounding-weight needs datasets that record where the cubes are"):
+        finetune(str(tiny_checkpoint), dataset, tmp_path / "x", robot="so101",
+                 config=FinetuneConfig(steps=1, grounding_weight=1.0), progress=False)
+    with pytest.raises(ConfigError, match=r"--grounding-weight must be 0 or more, got -1"):
+        FinetuneConfig(grounding_weight=-1.0)
+
+
 def test_a_folder_that_holds_no_dataset_is_named(tiny_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"empty is neither a LeRobot dataset .* nor the built-in VLA's training"):

@@ -144,6 +144,24 @@ def test_a_robots_episodes_do_not_depend_on_which_other_robots_a_recipe_trains_o
     assert set(GENERALIST.data.robots) | {HELD_OUT_ARM} == set(SIM_ROBOTS)
 
 
+def test_the_held_out_arms_demonstrations_are_recorded_as_the_recipe_records_its_own(tmp_path, monkeypatch):
+    from vla_ros.core.errors import ConfigError
+    from vla_ros.policies.builtin import collect as collect_module
+    from vla_ros.policies.builtin.recipe import GENERALIST, HELD_OUT_ARM
+
+    recorded = []
+    monkeypatch.setattr(collect_module, "collect", lambda data, model, out, workers: recorded.append(data) or [])
+    assert collect_module.main(["--recipe", "generalist", "--robots", HELD_OUT_ARM, "--out", str(tmp_path)]) == 0
+    assert recorded == [replace(GENERALIST.data, robots=(HELD_OUT_ARM,))]
+    # Its layouts are its own: none is a layout another arm of the recipe trained on.
+    held_out = {episode_layout(recorded[0], HELD_OUT_ARM, "touch", i)[0] for i in range(150)}
+    trained = {episode_layout(GENERALIST.data, robot, "touch", i)[0] for robot in GENERALIST.data.robots
+               for i in range(150)}
+    assert not held_out & trained
+    with pytest.raises(ConfigError, match=r"--robots: unknown value 'gen4'.*Did you mean 'gen3'"):
+        collect_module.main(["--recipe", "generalist", "--robots", "gen4", "--out", str(tmp_path)])
+
+
 def test_normalization_stats_leave_padding_alone():
     data = {"state": np.array([[1.0, 0.0], [3.0, 0.0]]), "action": np.array([[[1.0, 0.0]], [[3.0, 0.0]]])}
     stats = normalization_stats(data, np.array([True, True]))

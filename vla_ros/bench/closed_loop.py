@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import parse_choices, progress_bar, report_json, save_figure, summarize_ms
+from vla_ros.bench.stats import progress_bar, report_json, save_figure, summarize_ms
 from vla_ros.core.embodiment import EmbodimentConfig
-from vla_ros.core.errors import ConfigError
+from vla_ros.core.errors import ConfigError, parse_choices
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.core.scheduler import MergeStrategy
 from vla_ros.policies.base import Policy

@@ -27,8 +27,8 @@ import numpy as np
 
 from vla_ros.bench.closed_loop import summarize_cell
 from vla_ros.bench.machine import CpuTimes, busy_fraction, load_average
-from vla_ros.bench.stats import parse_choices, progress_bar, report_json, save_figure
-from vla_ros.core.errors import ConfigError
+from vla_ros.bench.stats import progress_bar, report_json, save_figure
+from vla_ros.core.errors import ConfigError, parse_choices
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.builtin.recipe import COLORS as TRAINING_COLORS
 from vla_ros.policies.builtin.recipe import DataRecipe

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.bench.stats import parse_choices, report_json, save_figure, summarize_ms
+from vla_ros.bench.stats import report_json, save_figure, summarize_ms
 from vla_ros.core.adapter import EmbodimentAdapter
 from vla_ros.core.embodiment import CameraSpec, EmbodimentConfig, load_embodiment
-from vla_ros.core.errors import ConfigError, MissingDependencyError
+from vla_ros.core.errors import ConfigError, MissingDependencyError, parse_choices
 from vla_ros.policies.base import Policy
 from vla_ros.policies.device import (
     add_device_arguments,

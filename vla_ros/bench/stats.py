@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.core.errors import ConfigError, did_you_mean
-
 
 def report_json(results: dict, path: Path | None) -> None:
     """Print a bench's results as JSON, and write the same text to `path` when one is given."""
@@ -50,12 +48,3 @@ def progress_bar(total: int, *, disabled: bool):
     return tqdm(total=total, desc="episodes", unit="ep", disable=disabled, file=sys.stderr)
 
 
-def parse_choices(text: str, valid: list[str], *, option: str) -> list[str]:
-    """The comma-separated names in `text`, each one of `valid`, else an error naming `option`."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise ConfigError(f"{option} is empty: give one or more of {valid}, comma-separated")
-    for item in items:
-        if item not in valid:
-            raise ConfigError(f"{option}: unknown value '{item}', valid: {valid}." + did_you_mean(item, valid))
-    return items

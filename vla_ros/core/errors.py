@@ -50,3 +50,14 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if close:
         hint += f" Did you mean '{close[0]}'?"
     return hint
+
+
+def parse_choices(text: str, valid: list[str], *, option: str) -> list[str]:
+    """The comma-separated names in `text`, each one of `valid`, else an error naming `option`."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{option} is empty: give one or more of {valid}, comma-separated")
+    for item in items:
+        if item not in valid:
+            raise ConfigError(f"{option}: unknown value '{item}'." + did_you_mean(item, valid))
+    return items

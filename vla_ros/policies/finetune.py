@@ -48,16 +48,22 @@ class FinetuneConfig:
     stats: str = "dataset"  # normalization of the fine-tuned robot: from the dataset, or the checkpoint's
     seed: int = 0
     threads: int | None = None
+    # Weight of the built-in VLA's grounding loss (train.GroundingReadout: where the instructed cube and every cube
+    # are) beside flow matching, on the datasets that record cube positions; 0: flow matching alone.
+    grounding_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ConfigError(f"--steps must be 0 or more (0: only the datasets' normalization stats), "
                               f"got {self.steps}", key="--steps")
+        if not (self.grounding_weight >= 0 and np.isfinite(self.grounding_weight)):
+            raise ConfigError(f"--grounding-weight must be 0 or more, got {self.grounding_weight}",
+                              key="--grounding-weight")
 
     def train_recipe(self) -> TrainRecipe:
         return replace(TrainRecipe(), steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
                        warmup_steps=self.warmup_steps, seed=self.seed, task_weights=(), early_samples=0,
-                       early_weight=1.0)
+                       early_weight=1.0, grounding_weight=self.grounding_weight)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,29 @@ def load_share(share: DatasetShare, features_for: Callable[[str], PolicyFeatures
     raise ConfigError(f"{share.path} is neither a LeRobot dataset (no meta/info.json) nor the built-in VLA's "
                       "training episodes (no *.npz): record one with `vla-ros record` or `python -m "
                       "vla_ros.policies.builtin.collect --out <dir>`", key="--dataset")
+
+
+def grounding_readout(model, sources: dict[str, tuple[str, dict[str, np.ndarray]]], action_dim: int):
+    """The built-in VLA's grounding readout over the sources that record where the cubes were (training shards),
+    their samples given `grounding_target`s; ConfigError where none does. Each robot's targets are normalized by
+    their spread over all of that robot's labelled samples, as in training."""
+    from vla_ros.policies.builtin.train import GroundingReadout, grounding_targets, target_normalization
+
+    labelled = {key: (robot, samples) for key, (robot, samples) in sources.items()
+                if {"goal", "cubes", "tcp"} <= samples.keys()}
+    if not labelled:
+        raise ConfigError("--grounding-weight needs datasets that record where the cubes are: the built-in VLA's "
+                          "training episodes (python -m vla_ros.policies.builtin.collect); LeRobot datasets do not",
+                          key="--grounding-weight")
+    tcp_offset = TrainRecipe().grounding_tcp_offset  # the readout's layout the built-in checkpoints were trained on
+    for _, samples in labelled.values():
+        samples["grounding_target"] = grounding_targets(samples, tcp_offset=tcp_offset)
+    per_robot: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for robot in {robot for robot, _ in labelled.values()}:
+        per_robot[robot] = target_normalization(np.concatenate(
+            [samples["grounding_target"] for owner, samples in labelled.values() if owner == robot]))
+    # optimize() names a batch by its source key
+    return GroundingReadout(model, action_dim, {key: per_robot[robot] for key, (robot, _) in labelled.items()})
 
 
 def dataset_robot(dataset_dir: Path) -> str:
@@ -264,6 +293,7 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
                 new_stats[name], source=f"datasets {', '.join(str(share.path) for share in shares)}")
         else:
             processors[name] = policy_for(name).processor
+    readout = grounding_readout(model, sources, features.action_dim) if config.grounding_weight else None
     if config.lora_rank:
         add_lora(model, rank=config.lora_rank, alpha=config.lora_alpha)
     train = config.train_recipe()
@@ -308,7 +338,7 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
     optimize(model, batches, {key: processors[name] for key, (name, _) in sources.items()}, train,
              action_dim=features.action_dim, log=log, start_step=start_step, optimizer=optimizer,
              checkpoint_every=config.checkpoint_every, on_checkpoint=save_resume_point, progress=bar,
-             order=weighted_order(weights) if len(sources) > 1 else None)
+             order=weighted_order(weights) if len(sources) > 1 else None, readout=readout)
     if bar is not None:
         bar.close()
     log["train_seconds"] = round(time.perf_counter() - train_started, 1)
@@ -381,6 +411,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps between resume points")
     parser.add_argument("--stats", choices=["dataset", "checkpoint"], default=defaults.stats,
                         help="normalization statistics for the robot")
+    parser.add_argument("--grounding-weight", type=float, default=defaults.grounding_weight,
+                        help="also train the built-in VLA's grounding readout (where the instructed cube and every "
+                             "cube are), with this weight beside flow matching, on datasets that record the cubes "
+                             "(its training episodes); 0: flow matching alone")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/resume")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--patch-positions", choices=["auto", "transformers4", "transformers5"], default="auto",
@@ -392,7 +426,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                             lora_rank=args.lora_rank, checkpoint_every=args.checkpoint_every, stats=args.stats,
-                            threads=args.threads)
+                            threads=args.threads, grounding_weight=args.grounding_weight)
     log = finetune(args.policy, args.dataset, args.out, robot=args.robot, config=config, resume=args.resume,
                    progress=not args.no_progress, patch_positions=args.patch_positions)
     if config.steps == 0:

@@ -13,12 +13,13 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
+from vla_ros.core.errors import parse_choices
 from vla_ros.core.features import STATE, RobotObservation, image_key
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
 from vla_ros.policies.builtin.recipe import CAMERA_KEYS, RECIPES, DataRecipe, ModelRecipe, policy_features
@@ -196,10 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="builtin",
                         help="builtin: the shipped model's episodes; generalist: five arms, one held out")
+    parser.add_argument("--robots", metavar="ROBOT[,ROBOT...]",
+                        help="record these simulated arms the way the recipe records its own (same episodes per "
+                             "task, instructions, noise), e.g. the held-out arm's demonstrations to fine-tune on "
+                             "(default: the recipe's arms)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     recipe = RECIPES[args.recipe]
-    summaries = collect(recipe.data, recipe.model, args.out, workers=args.workers)
+    data = recipe.data
+    if args.robots:
+        data = replace(data, robots=tuple(dict.fromkeys(parse_choices(args.robots, list(SIM_ROBOTS),
+                                                                      option="--robots"))))
+    summaries = collect(data, recipe.model, args.out, workers=args.workers)
     total = sum(s["samples"] for s in summaries)
     print(f"{total} samples in {time.perf_counter() - start:.0f} s -> {args.out}", file=sys.stderr)
     return 0

@@ -250,7 +250,8 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
     One robot per batch (its own normalization), robots taking turns; `order` (keys of `batches`, cycled by step
     number) draws some more often than others, as fine-tuning on weighted datasets does. Appends the mean loss of
     every 50 steps to log["loss"]; calls `on_checkpoint(step)` every `checkpoint_every` steps (not at the last).
-    With a `readout`, its goal loss, weighted by `train.grounding_weight`, is added to every step's. With an
+    With a `readout`, its goal loss, weighted by `train.grounding_weight`, is added to every step whose batch has
+    grounding targets (batches of datasets that record no cube positions have none). With an
     `average`, it is updated after every step.
     """
     import torch
@@ -260,7 +261,7 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
     if optimizer is None:
         optimizer = torch.optim.AdamW(parameters, lr=train.learning_rate, weight_decay=train.weight_decay)
     robots = list(order) if order else sorted(batches)
-    started, running, running_goal = time.perf_counter(), 0.0, 0.0
+    started, running, running_goal, goal_steps = time.perf_counter(), 0.0, 0.0, 0
     for step in range(start_step, train.steps):
         robot = robots[step % len(robots)]
         observations, actions, grounding = batches[robot].sample(train.batch_size)
@@ -271,10 +272,11 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
         cache = model.encode_prefix(**inputs)
         loss = model.flow_matching_loss_on_prefix(cache, targets)[:, :, :action_dim].mean()  # the rest is padding
         total = loss
-        if readout is not None:
+        if readout is not None and grounding is not None:
             goal_loss = readout.loss(cache, robot, grounding)
             total = loss + train.grounding_weight * goal_loss
             running_goal += goal_loss.item()
+            goal_steps += 1
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(parameters, train.grad_clip)
@@ -288,15 +290,15 @@ def optimize(model, batches: dict[str, Batches], processors: dict, train: TrainR
             elapsed = time.perf_counter() - started
             entry = {"step": step + 1, "loss": running / 50, "seconds": round(elapsed, 1)}
             message = f"step {step + 1}/{train.steps}  loss {running / 50:.4f}"
-            if readout is not None:
-                entry["goal_loss"] = running_goal / 50
-                message += f"  goal loss {running_goal / 50:.4f}"
+            if goal_steps:
+                entry["goal_loss"] = running_goal / goal_steps
+                message += f"  goal loss {running_goal / goal_steps:.4f}"
             log["loss"].append(entry)
             if progress is not None:
                 progress.set_postfix(loss=f"{running / 50:.4f}")
             else:
                 print(f"{message}  {elapsed / (step + 1 - start_step):.2f} s/step", file=sys.stderr, flush=True)
-            running, running_goal = 0.0, 0.0
+            running, running_goal, goal_steps = 0.0, 0.0, 0
         if on_checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < train.steps:
             model.eval()
             on_checkpoint(step + 1)
