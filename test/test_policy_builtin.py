@@ -153,6 +153,9 @@ def test_the_held_out_arms_demonstrations_are_recorded_as_the_recipe_records_its
     monkeypatch.setattr(collect_module, "collect", lambda data, model, out, workers: recorded.append(data) or [])
     assert collect_module.main(["--recipe", "generalist", "--robots", HELD_OUT_ARM, "--out", str(tmp_path)]) == 0
     assert recorded == [replace(GENERALIST.data, robots=(HELD_OUT_ARM,))]
+    assert collect_module.main(["--recipe", "generalist", "--robots", HELD_OUT_ARM, "--instructions-per-layout", "1",
+                                "--out", str(tmp_path)]) == 0
+    assert recorded[1] == replace(GENERALIST.data, robots=(HELD_OUT_ARM,), instructions_per_layout=1)
     # Its layouts are its own: none is a layout another arm of the recipe trained on.
     held_out = {episode_layout(recorded[0], HELD_OUT_ARM, "touch", i)[0] for i in range(150)}
     trained = {episode_layout(GENERALIST.data, robot, "touch", i)[0] for robot in GENERALIST.data.robots

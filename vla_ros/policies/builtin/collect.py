@@ -22,7 +22,7 @@ from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from vla_ros.core.errors import parse_choices
 from vla_ros.core.features import STATE, RobotObservation, image_key
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
-from vla_ros.policies.builtin.recipe import CAMERA_KEYS, RECIPES, DataRecipe, ModelRecipe, policy_features
+from vla_ros.policies.builtin.recipe import CAMERA_KEYS, COLORS, RECIPES, DataRecipe, ModelRecipe, policy_features
 from vla_ros.sim.robots import SIM_ROBOTS
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="record these simulated arms the way the recipe records its own (same episodes per "
                              "task, instructions, noise), e.g. the held-out arm's demonstrations to fine-tune on "
                              "(default: the recipe's arms)")
+    parser.add_argument("--instructions-per-layout", type=int, choices=range(1, len(COLORS) + 1),
+                        help="episodes recorded on each cube layout, each told another colour (default: the "
+                             "recipe's); 1 gives as many layouts as episodes")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     recipe = RECIPES[args.recipe]
@@ -208,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.robots:
         data = replace(data, robots=tuple(dict.fromkeys(parse_choices(args.robots, list(SIM_ROBOTS),
                                                                       option="--robots"))))
+    if args.instructions_per_layout:
+        data = replace(data, instructions_per_layout=args.instructions_per_layout)
     summaries = collect(data, recipe.model, args.out, workers=args.workers)
     total = sum(s["samples"] for s in summaries)
     print(f"{total} samples in {time.perf_counter() - start:.0f} s -> {args.out}", file=sys.stderr)
