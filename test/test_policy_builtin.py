@@ -161,6 +161,11 @@ def test_the_held_out_arms_demonstrations_are_recorded_as_the_recipe_records_its
     trained = {episode_layout(GENERALIST.data, robot, "touch", i)[0] for robot in GENERALIST.data.robots
                for i in range(150)}
     assert not held_out & trained
+    # Another base seed: new layouts for every arm.
+    assert collect_module.main(["--recipe", "generalist", "--seed", "900000", "--out", str(tmp_path)]) == 0
+    assert recorded[2] == replace(GENERALIST.data, seed=900_000)
+    assert not {episode_layout(recorded[2], robot, "touch", i)[0] for robot in GENERALIST.data.robots
+                for i in range(150)} & trained
     with pytest.raises(ConfigError, match=r"--robots: unknown value 'gen4'.*Did you mean 'gen3'"):
         collect_module.main(["--recipe", "generalist", "--robots", "gen4", "--out", str(tmp_path)])
 

@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instructions-per-layout", type=int, choices=range(1, len(COLORS) + 1),
                         help="episodes recorded on each cube layout, each told another colour (default: the "
                              "recipe's); 1 gives as many layouts as episodes")
+    parser.add_argument("--seed", type=int,
+                        help="base seed of the cube layouts (default: the recipe's); another one records new "
+                             "layouts, to check a model on layouts it was not trained on")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     recipe = RECIPES[args.recipe]
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                       option="--robots"))))
     if args.instructions_per_layout:
         data = replace(data, instructions_per_layout=args.instructions_per_layout)
+    if args.seed is not None:
+        data = replace(data, seed=args.seed)
     summaries = collect(data, recipe.model, args.out, workers=args.workers)
     total = sum(s["samples"] for s in summaries)
     print(f"{total} samples in {time.perf_counter() - start:.0f} s -> {args.out}", file=sys.stderr)
