@@ -218,8 +218,12 @@ def _readout_error(checkpoint_dir, shard_dir) -> float:
     """Mean squared error, in each robot's spread, of the grounding readout of a checkpoint on training shards."""
     import torch
 
-    from vla_ros.core.features import STATE, TASK, image_key, image_mask_key
-    from vla_ros.policies.builtin.train import GroundingReadout, grounding_targets, target_normalization
+    from vla_ros.policies.builtin.train import (
+        GroundingReadout,
+        grounding_targets,
+        sample_observation,
+        target_normalization,
+    )
     from vla_ros.policies.finetune import shard_samples
     from vla_ros.policies.smolvla.checkpoint import load_checkpoint
     from vla_ros.policies.smolvla.policy import SmolVLAPolicy
@@ -232,10 +236,7 @@ def _readout_error(checkpoint_dir, shard_dir) -> float:
         embodiment = load_embodiment(robot)
         processor = SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, embodiment=embodiment,
                                   warmup=False).processor
-        observations = [{STATE: samples["state"][i], TASK: str(samples["instruction"][i]),
-                         **{image_key(k): samples[f"image_{k}"][i] for k in ("front", "wrist")},
-                         **{image_mask_key(k): True for k in ("front", "wrist")}}
-                        for i in range(len(samples["state"]))]
+        observations = [sample_observation(samples, i) for i in range(len(samples["state"]))]
         with torch.no_grad():
             errors.append(readout.loss(checkpoint.model.encode_prefix(**processor.preprocess(observations)), robot,
                                        targets).item())

@@ -27,41 +27,22 @@ def readout_positions(checkpoint, robot: str, samples: dict[str, np.ndarray], ro
     import torch
 
     from vla_ros.core.embodiment import load_embodiment
-    from vla_ros.core.features import STATE, TASK, image_key, image_mask_key
-    from vla_ros.policies.builtin.recipe import CAMERA_KEYS
-    from vla_ros.policies.builtin.train import GroundingReadout
+    from vla_ros.policies.builtin.train import GroundingReadout, sample_observation
     from vla_ros.policies.smolvla.policy import SmolVLAPolicy
 
-    mean, std = scale
     readout = GroundingReadout(checkpoint.model, checkpoint.config.action_dim, {robot: scale})
     embodiment = load_embodiment(robot)
     processor = SmolVLAPolicy(checkpoint, action_dt_s=embodiment.control_period_s, embodiment=embodiment,
                               warmup=False).processor
-    observations = [{STATE: samples["state"][i], TASK: str(samples["instruction"][i]),
-                     **{image_key(key): samples[f"image_{key}"][i] for key in CAMERA_KEYS},
-                     **{image_mask_key(key): True for key in CAMERA_KEYS}} for i in rows]
+    observations = [sample_observation(samples, i) for i in rows]
     with torch.no_grad():
-        normalized = readout._normalized(checkpoint.model.encode_prefix(**processor.preprocess(observations)))
-    return (normalized.numpy() * std + mean)[:, :2]
-
-
-def target_scales(folders: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Robot -> (mean, std) of its grounding targets over the training shards in `folders`, as training takes them."""
-    from vla_ros.policies.builtin.recipe import TrainRecipe
-    from vla_ros.policies.builtin.train import grounding_targets, target_normalization
-    from vla_ros.policies.finetune import shard_samples
-
-    targets: dict[str, list[np.ndarray]] = {}
-    for folder in folders:
-        for robot, samples in shard_samples(folder).items():
-            targets.setdefault(robot, []).append(
-                grounding_targets(samples, tcp_offset=TrainRecipe().grounding_tcp_offset))
-    return {robot: target_normalization(np.concatenate(parts)) for robot, parts in targets.items()}
+        cache = checkpoint.model.encode_prefix(**processor.preprocess(observations))
+    return readout.positions(cache, robot)[:, :2]
 
 
 def main() -> None:
     from vla_ros.policies.builtin.train import position_in_episode
-    from vla_ros.policies.finetune import shard_samples
+    from vla_ros.policies.finetune import grounding_scales, shard_samples
     from vla_ros.policies.smolvla.checkpoint import load_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -73,13 +54,15 @@ def main() -> None:
     parser.add_argument("--task", default="touch", help="episodes of this task family only")
     args = parser.parse_args()
     checkpoint = load_checkpoint(args.policy)
-    trained_scales = target_scales(args.stats_from) if args.stats_from else {}
+    trained_scales = grounding_scales(
+        (robot, samples) for folder in args.stats_from or [] for robot, samples in shard_samples(folder).items())
     for folder in args.shards:
-        for robot, samples in shard_samples(folder).items():
+        per_robot = shard_samples(folder)
+        scales = {**grounding_scales(per_robot.items()), **trained_scales}
+        for robot, samples in per_robot.items():
             task = np.array([str(text).split(" ")[0] == args.task for text in samples["instruction"]])
             rows = np.flatnonzero((position_in_episode(samples) == 0) & task)
-            scale = trained_scales.get(robot) or target_scales([folder])[robot]
-            read = readout_positions(checkpoint, robot, samples, rows, scale)
+            read = readout_positions(checkpoint, robot, samples, rows, scales[robot])
             error_cm = np.linalg.norm(read - samples["goal"][rows], axis=1) * 100
             cubes = samples["cubes"][rows]  # (n, colours, 2)
             nearest = np.argmin(np.linalg.norm(cubes - read[:, None], axis=2), axis=1)

@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -155,7 +155,7 @@ def grounding_readout(model, sources: dict[str, tuple[str, dict[str, np.ndarray]
     """The built-in VLA's grounding readout over the sources that record where the cubes were (training shards),
     their samples given `grounding_target`s; ConfigError where none does. Each robot's targets are normalized by
     their spread over all of that robot's labelled samples, as in training."""
-    from vla_ros.policies.builtin.train import GroundingReadout, grounding_targets, target_normalization
+    from vla_ros.policies.builtin.train import GroundingReadout
 
     labelled = {key: (robot, samples) for key, (robot, samples) in sources.items()
                 if {"goal", "cubes", "tcp"} <= samples.keys()}
@@ -163,15 +163,22 @@ def grounding_readout(model, sources: dict[str, tuple[str, dict[str, np.ndarray]
         raise ConfigError("--grounding-weight needs datasets that record where the cubes are: the built-in VLA's "
                           "training episodes (python -m vla_ros.policies.builtin.collect); LeRobot datasets do not",
                           key="--grounding-weight")
-    tcp_offset = TrainRecipe().grounding_tcp_offset  # the readout's layout the built-in checkpoints were trained on
-    for _, samples in labelled.values():
-        samples["grounding_target"] = grounding_targets(samples, tcp_offset=tcp_offset)
-    per_robot: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for robot in {robot for robot, _ in labelled.values()}:
-        per_robot[robot] = target_normalization(np.concatenate(
-            [samples["grounding_target"] for owner, samples in labelled.values() if owner == robot]))
+    per_robot = grounding_scales(labelled.values())
     # optimize() names a batch by its source key
     return GroundingReadout(model, action_dim, {key: per_robot[robot] for key, (robot, _) in labelled.items()})
+
+
+def grounding_scales(parts: Iterable[tuple[str, dict[str, np.ndarray]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Robot -> (mean, std) of its grounding targets over all of its (robot, samples) `parts`, the readout's units;
+    each part's samples are given their `grounding_target`s."""
+    from vla_ros.policies.builtin.train import grounding_targets, target_normalization
+
+    tcp_offset = TrainRecipe().grounding_tcp_offset  # the readout's layout the built-in checkpoints were trained on
+    targets: dict[str, list[np.ndarray]] = {}
+    for robot, samples in parts:
+        samples["grounding_target"] = grounding_targets(samples, tcp_offset=tcp_offset)
+        targets.setdefault(robot, []).append(samples["grounding_target"])
+    return {robot: target_normalization(np.concatenate(values)) for robot, values in targets.items()}
 
 
 def dataset_robot(dataset_dir: Path) -> str:

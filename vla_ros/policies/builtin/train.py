@@ -83,10 +83,9 @@ class Batches:
         indices = np.array([self.rng.choice(self.groups[g], p=self.sample_probabilities[g]) for g in groups])
         observations = []
         for i in indices:
-            observation = {STATE: self.data["state"][i], TASK: str(self.data["instruction"][i])}
+            observation = sample_observation(self.data, i, self.camera_keys)
             for key in self.camera_keys:
-                observation[image_key(key)] = self._shifted(self.data[f"image_{key}"][i], self.max_shift_px[key])
-                observation[image_mask_key(key)] = True
+                observation[image_key(key)] = self._shifted(observation[image_key(key)], self.max_shift_px[key])
             observations.append(observation)
         targets = self.data["grounding_target"][indices] if "grounding_target" in self.data else None
         return observations, self.data["action"][indices], targets
@@ -98,6 +97,13 @@ class Batches:
         padded = np.pad(image, ((shift,) * 2, (shift,) * 2, (0, 0)), mode="edge")
         h, w = image.shape[:2]
         return padded[shift + dy: shift + dy + h, shift + dx: shift + dx + w]
+
+
+def sample_observation(data: dict[str, np.ndarray], index: int, camera_keys: tuple[str, ...] = CAMERA_KEYS) -> dict:
+    """Training sample `index` as the policy observation it was recorded from (state, instruction, images)."""
+    return {STATE: data["state"][index], TASK: str(data["instruction"][index]),
+            **{image_key(key): data[f"image_{key}"][index] for key in camera_keys},
+            **{image_mask_key(key): True for key in camera_keys}}
 
 
 def position_in_episode(data: dict[str, np.ndarray]) -> np.ndarray:
@@ -159,6 +165,14 @@ class GroundingReadout:
 
         mean, std = self.stats[robot]
         return ((self._normalized(cache) - torch.as_tensor((targets - mean) / std)) ** 2).mean()
+
+    def positions(self, cache, robot: str) -> np.ndarray:
+        """(batch, targets) what the readout says, in the targets' units (m): the named cube's table position first."""
+        import torch
+
+        mean, std = self.stats[robot]
+        with torch.no_grad():
+            return self._normalized(cache).numpy() * std + mean
 
     def _normalized(self, cache):
         import torch
