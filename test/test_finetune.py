@@ -251,6 +251,53 @@ def test_grounding_needs_a_dataset_that_records_the_cubes(tiny_checkpoint, datas
         FinetuneConfig(grounding_weight=-1.0)
 
 
+def test_fine_tuning_can_train_as_the_recipe_trains(tiny_checkpoint, dataset, tmp_path, monkeypatch, capsys):
+    """--early-weight draws episodes' first samples more often; --ema-decay writes the weight average, which the
+    resume point keeps too."""
+    from vla_ros.policies.builtin import train
+    from vla_ros.policies.builtin.recipe import TrainRecipe
+
+    early_shares, data_early_share = {}, {}
+    draw = train.Batches.draw
+
+    def counting_draw(self, batch_size):
+        indices = draw(self, batch_size)
+        early = train.position_in_episode(self.data) < TrainRecipe.early_samples
+        early_shares.setdefault(self.tag, []).extend(early[indices])
+        data_early_share[self.tag] = early.mean()
+        return indices
+
+    monkeypatch.setattr(train.Batches, "draw", counting_draw)
+    common = dict(steps=50, batch_size=4, warmup_steps=2, checkpoint_every=25, learning_rate=3e-3)
+    runs = {"plain": {}, "early": dict(early_weight=4.0), "average": dict(ema_decay=0.9),
+            "no-memory average": dict(ema_decay=1e-6)}
+    logs = {}
+    for name, extra in runs.items():
+        monkeypatch.setattr(train.Batches, "tag", name, raising=False)
+        logs[name] = finetune(str(tiny_checkpoint), dataset, tmp_path / name, robot="so101", progress=False,
+                              config=FinetuneConfig(**common, **extra))
+    early = data_early_share["plain"]  # the share of the episodes' samples that are early ones
+    assert 0.1 < early < 0.5
+    assert abs(np.mean(early_shares["plain"]) - early) < 0.1
+    assert np.mean(early_shares["early"]) > early + 0.2, (early, np.mean(early_shares["early"]))
+
+    # The average does not change the steps, only what is written: with decay 0.9 other weights, with a decay
+    # that forgets at once the last step's.
+    assert [e["loss"] for e in logs["average"]["loss"]] == [e["loss"] for e in logs["plain"]["loss"]]
+    plain = weights(tmp_path / "plain")
+    for name, same in [("average", False), ("no-memory average", True)]:
+        written = weights(tmp_path / name)
+        assert all(np.allclose(written[k], plain[k], atol=1e-5) for k in plain) == same, name
+    assert int(load_file(str(tmp_path / "average" / "resume" / "average.safetensors"))["updates"]) == 25
+    resumed = finetune(str(tiny_checkpoint), dataset, tmp_path / "average", robot="so101", progress=False,
+                       resume=True, config=FinetuneConfig(**common, ema_decay=0.9))
+    assert "resuming from step 25" in capsys.readouterr().err and [e["step"] for e in resumed["loss"]] == [50]
+    for field, value, message in [("early_weight", 0.5, "--early-weight must be 1 or more"),
+                                  ("ema_decay", 1.0, "--ema-decay must be at least 0")]:
+        with pytest.raises(ConfigError, match=message):
+            FinetuneConfig(**{field: value})
+
+
 def test_a_folder_that_holds_no_dataset_is_named(tiny_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=r"empty is neither a LeRobot dataset .* nor the built-in VLA's training"):

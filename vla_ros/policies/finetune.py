@@ -34,6 +34,7 @@ from vla_ros.core.features import STATE, PolicyFeatures, RobotObservation, image
 from vla_ros.policies.builtin.recipe import TrainRecipe
 
 RESUME_DIR = "resume"  # inside the output directory: weights, optimizer and step of the last periodic checkpoint
+AVERAGE_FILE = "average.safetensors"  # in RESUME_DIR, with --ema-decay: the weight average so far
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ class FinetuneConfig:
     # Weight of the built-in VLA's grounding loss (train.GroundingReadout: where the instructed cube and every cube
     # are) beside flow matching, on the datasets that record cube positions; 0: flow matching alone.
     grounding_weight: float = 0.0
+    # Each episode's first TrainRecipe.early_samples samples are drawn this many times as often (1: as often as the
+    # rest), as the built-in recipe trains: there the words and images are the only clue to the target.
+    early_weight: float = 1.0
+    # Decay of the exponential moving average of the weights that the output holds (train.WeightAverage), as the
+    # built-in recipe trains; 0: the last step's weights.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -59,11 +66,19 @@ class FinetuneConfig:
         if not (self.grounding_weight >= 0 and np.isfinite(self.grounding_weight)):
             raise ConfigError(f"--grounding-weight must be 0 or more, got {self.grounding_weight}",
                               key="--grounding-weight")
+        if not (self.early_weight >= 1 and np.isfinite(self.early_weight)):
+            raise ConfigError(f"--early-weight must be 1 or more (1: every sample alike), got {self.early_weight}",
+                              key="--early-weight")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"--ema-decay must be at least 0 (0: no average) and below 1, got {self.ema_decay}",
+                              key="--ema-decay")
 
     def train_recipe(self) -> TrainRecipe:
         return replace(TrainRecipe(), steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                       warmup_steps=self.warmup_steps, seed=self.seed, task_weights=(), early_samples=0,
-                       early_weight=1.0, grounding_weight=self.grounding_weight)
+                       warmup_steps=self.warmup_steps, seed=self.seed, task_weights=(),
+                       early_samples=TrainRecipe.early_samples if self.early_weight != 1 else 0,
+                       early_weight=self.early_weight, grounding_weight=self.grounding_weight,
+                       ema_decay=self.ema_decay)
 
 
 @dataclass(frozen=True)
@@ -248,7 +263,7 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from vla_ros.policies.builtin.train import Batches, normalization_stats, optimize, plot_loss
+    from vla_ros.policies.builtin.train import Batches, WeightAverage, normalization_stats, optimize, plot_loss
     from vla_ros.policies.factory import SHIPPED_POLICIES, shipped_checkpoint
     from vla_ros.policies.lora import add_lora, merge_lora
     from vla_ros.policies.smolvla.checkpoint import NORM_STATS_DIR, load_checkpoint, load_robot_stats, save_checkpoint
@@ -316,6 +331,7 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
            "samples_seconds": round(time.perf_counter() - started, 1)}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.learning_rate,
                                   weight_decay=train.weight_decay)
+    average = WeightAverage(model, train.ema_decay) if train.ema_decay else None
     start_step = 0
     resume_dir = out_dir / RESUME_DIR
     if resume and (resume_dir / "state.json").is_file():
@@ -325,6 +341,8 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
                               "settings, or fine-tune into a new --out")
         model.load_state_dict(load_file(str(resume_dir / "model.safetensors")))
         optimizer.load_state_dict(_optimizer_state_from_files(resume_dir))
+        if average is not None:
+            average.load_state_dict(load_file(str(resume_dir / AVERAGE_FILE)))
         start_step, log["loss"] = state["step"], state["loss"]
         print(f"resuming from step {start_step} ({resume_dir})", file=sys.stderr)
 
@@ -333,22 +351,28 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
                   str(resume_dir / "model.safetensors"))
         _optimizer_state_to_files(optimizer.state_dict(), resume_dir)
+        if average is not None:
+            save_file(average.state_dict(), str(resume_dir / AVERAGE_FILE))
         # state.json last: a resume point is complete once it exists
         (resume_dir / "state.json").write_text(json.dumps({"step": step, "config": asdict(config),
                                                            "loss": log["loss"]}), encoding="utf-8")
 
     batches = {key: Batches(samples, seed=config.seed + start_step + i, task_weights=task_shares(samples),
-                            camera_keys=features.camera_keys)
+                            camera_keys=features.camera_keys, early_samples=train.early_samples,
+                            early_weight=train.early_weight)
                for i, (key, (_, samples)) in enumerate(sources.items())}
     bar = _progress(train.steps, start_step) if progress else None
     train_started = time.perf_counter()
     optimize(model, batches, {key: processors[name] for key, (name, _) in sources.items()}, train,
              action_dim=features.action_dim, log=log, start_step=start_step, optimizer=optimizer,
              checkpoint_every=config.checkpoint_every, on_checkpoint=save_resume_point, progress=bar,
-             order=weighted_order(weights) if len(sources) > 1 else None, readout=readout)
+             order=weighted_order(weights) if len(sources) > 1 else None, readout=readout, average=average)
     if bar is not None:
         bar.close()
     log["train_seconds"] = round(time.perf_counter() - train_started, 1)
+    if average is not None:
+        average.apply()  # before LoRA merges: with LoRA, the average is the adapters'
+
     if config.lora_rank:
         log["lora_layers_merged"] = merge_lora(model)
 
@@ -422,6 +446,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also train the built-in VLA's grounding readout (where the instructed cube and every "
                              "cube are), with this weight beside flow matching, on datasets that record the cubes "
                              "(its training episodes); 0: flow matching alone")
+    parser.add_argument("--early-weight", type=float, default=defaults.early_weight,
+                        help=f"draw each episode's first {TrainRecipe.early_samples} samples this many times as often "
+                             "as the rest, as the built-in recipe trains (4): there nothing but the words and images "
+                             "tell the target (default 1: every sample alike)")
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
+                        help="write an exponential moving average of the weights with this decay, as the built-in "
+                             "recipe trains (0.998), instead of the last step's (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/resume")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--patch-positions", choices=["auto", "transformers4", "transformers5"], default="auto",
@@ -433,7 +464,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                             lora_rank=args.lora_rank, checkpoint_every=args.checkpoint_every, stats=args.stats,
-                            threads=args.threads, grounding_weight=args.grounding_weight)
+                            threads=args.threads, grounding_weight=args.grounding_weight,
+                            early_weight=args.early_weight, ema_decay=args.ema_decay)
     log = finetune(args.policy, args.dataset, args.out, robot=args.robot, config=config, resume=args.resume,
                    progress=not args.no_progress, patch_positions=args.patch_positions)
     if config.steps == 0:

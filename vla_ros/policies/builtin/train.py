@@ -77,10 +77,14 @@ class Batches:
         sample_weights = np.where(position_in_episode(data) < early_samples, early_weight, 1.0)
         self.sample_probabilities = [sample_weights[g] / sample_weights[g].sum() for g in self.groups]
 
+    def draw(self, batch_size: int) -> np.ndarray:
+        """Indices of the samples of one batch."""
+        groups = self.rng.choice(len(self.groups), size=batch_size, p=self.group_weights)
+        return np.array([self.rng.choice(self.groups[g], p=self.sample_probabilities[g]) for g in groups])
+
     def sample(self, batch_size: int) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
         """(observations, action chunks, grounding targets; None where the data has none)."""
-        groups = self.rng.choice(len(self.groups), size=batch_size, p=self.group_weights)
-        indices = np.array([self.rng.choice(self.groups[g], p=self.sample_probabilities[g]) for g in groups])
+        indices = self.draw(batch_size)
         observations = []
         for i in indices:
             observation = sample_observation(self.data, i, self.camera_keys)
@@ -237,6 +241,29 @@ class WeightAverage:
         with torch.no_grad():
             torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - decay)
 
+    def apply(self) -> None:
+        """Put the averaged weights into the model for good (at the end of training)."""
+        import torch
+
+        with torch.no_grad():
+            for parameter, average in zip(self.parameters, self.average, strict=True):
+                parameter.copy_(average)
+
+    def state_dict(self) -> dict:
+        """The average and its update count, to resume from (safetensors-ready tensors)."""
+        import torch
+
+        return {**{f"average.{i}": a.detach().contiguous() for i, a in enumerate(self.average)},
+                "updates": torch.tensor(self.updates)}
+
+    def load_state_dict(self, state: dict) -> None:
+        import torch
+
+        with torch.no_grad():
+            for i, average in enumerate(self.average):
+                average.copy_(state[f"average.{i}"])
+        self.updates = int(state["updates"])
+
     @contextmanager
     def applied(self):
         """The model holds the averaged weights inside the block, its own outside."""
@@ -244,8 +271,7 @@ class WeightAverage:
 
         with torch.no_grad():
             own = [p.detach().clone() for p in self.parameters]
-            for parameter, average in zip(self.parameters, self.average, strict=True):
-                parameter.copy_(average)
+        self.apply()
         try:
             yield
         finally:
