@@ -14,8 +14,6 @@ pytest.importorskip("transformers", reason="the built-in VLA needs transformers"
 
 from vla_ros.core.adapter import EmbodimentAdapter  # noqa: E402
 from vla_ros.core.embodiment import load_embodiment  # noqa: E402
-from vla_ros.core.features import STATE  # noqa: E402
-from vla_ros.policies.base import Policy  # noqa: E402
 from vla_ros.policies.builtin import SHIPPED_CHECKPOINTS  # noqa: E402
 from vla_ros.policies.builtin.collect import collect, episode_layout, load_shards  # noqa: E402
 from vla_ros.policies.builtin.recipe import RECIPES, DataRecipe, ModelRecipe, Recipe, TrainRecipe  # noqa: E402
@@ -152,7 +150,7 @@ def test_the_held_out_arms_demonstrations_are_recorded_as_the_recipe_records_its
     from vla_ros.policies.builtin.recipe import GENERALIST, HELD_OUT_ARM
 
     recorded = []
-    monkeypatch.setattr(collect_module, "collect", lambda data, model, out, **_: recorded.append(data) or [])
+    monkeypatch.setattr(collect_module, "collect", lambda data, model, out, workers: recorded.append(data) or [])
     assert collect_module.main(["--recipe", "generalist", "--robots", HELD_OUT_ARM, "--out", str(tmp_path)]) == 0
     assert recorded == [replace(GENERALIST.data, robots=(HELD_OUT_ARM,))]
     assert collect_module.main(["--recipe", "generalist", "--robots", HELD_OUT_ARM, "--instructions-per-layout", "1",
@@ -170,53 +168,6 @@ def test_the_held_out_arms_demonstrations_are_recorded_as_the_recipe_records_its
                 for i in range(150)} & trained
     with pytest.raises(ConfigError, match=r"--robots: unknown value 'gen4'.*Did you mean 'gen3'"):
         collect_module.main(["--recipe", "generalist", "--robots", "gen4", "--out", str(tmp_path)])
-
-
-class _HoldStill(Policy):
-    """Asks for the observed joint positions at every step of its chunk (the so101's actions are absolute)."""
-
-    metadata = None
-
-    def reset(self, *, seed=None):
-        pass
-
-    def predict_chunk(self, observation, prefix=None):
-        return np.tile(observation[STATE], (ModelRecipe().chunk_size, 1)).astype(np.float32)
-
-
-def test_a_driver_policy_moves_the_arm_while_the_expert_labels_every_sample(tmp_path, monkeypatch):
-    """DAgger: the driver's chunks are executed, the recorded actions are still the expert's plans, and the
-    driver's failed episode is kept (its states are the ones the driver must learn to leave)."""
-    from vla_ros.policies.builtin import collect as collect_module
-
-    recipe = replace(DataRecipe(), render_size=(48, 64), record_every_ticks=6)
-    monkeypatch.setattr(collect_module, "make_policy", lambda spec, **_: _HoldStill())
-    expert = collect_module.collect_shard("so101", "touch", [0], recipe, ModelRecipe(), tmp_path / "expert.npz")
-    driven = collect_module.collect_shard("so101", "touch", [0], recipe, ModelRecipe(), tmp_path / "driven.npz",
-                                          driver="hold-still", driver_share=1.0)
-    assert expert["episodes"] == 1 and expert["expert_failures"] == 0
-    assert driven["episodes"] == 1 and driven["driven_failures"] == 1  # held still: no touch, and kept
-    expert_data, driven_data = np.load(tmp_path / "expert.npz"), np.load(tmp_path / "driven.npz")
-    # The expert's own episode moves the tool centre point to the cube; the driven one stays at home ...
-    assert np.linalg.norm(expert_data["tcp"][-1] - expert_data["tcp"][0]) > 0.05
-    np.testing.assert_allclose(driven_data["tcp"], np.broadcast_to(driven_data["tcp"][0], driven_data["tcp"].shape),
-                               atol=2e-3)
-    # ... for the whole timeout, while every label is still the expert's way to the cube from there.
-    assert len(driven_data["state"]) > len(expert_data["state"])
-    np.testing.assert_allclose(driven_data["action"][0], expert_data["action"][0], atol=1e-5)
-    plan_ends = driven_data["action"][:, -1, :5] - driven_data["state"][:, :5]
-    assert np.all(np.abs(plan_ends).max(axis=1) > 5.0)  # policy units of the so101: -100..100 over each joint's range
-
-
-def test_the_driver_is_checked_before_anything_is_recorded(tmp_path, capsys):
-    from vla_ros.policies.builtin import collect as collect_module
-
-    for argv, message in [(["--driver", str(tmp_path)], "not a checkpoint directory"),
-                          (["--driver", "builtin", "--driver-share", "1.5"], "--driver-share is a probability")]:
-        with pytest.raises(SystemExit):
-            collect_module.main([*argv, "--out", str(tmp_path / "out")])
-        assert message in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
 
 
 def test_normalization_stats_leave_padding_alone():

@@ -3,9 +3,6 @@
 Each sample is what the policy would see at a control tick (the adapter's state and resized images, exactly as at
 inference) and what the expert plans from there (a chunk in policy units). The executed chunks are sometimes offset
 from the plan (DART), so the data shows how to return to the plan, not only how to follow it.
-
-With a `driver` policy (DAgger), that policy's own chunks drive a share of the time, and the expert still labels
-every sample: the data then holds the states the policy itself gets into, with what the expert would do there.
 """
 
 from __future__ import annotations
@@ -25,9 +22,7 @@ from vla_ros.core.embodiment import EmbodimentConfig, load_embodiment
 from vla_ros.core.errors import parse_choices
 from vla_ros.core.features import STATE, RobotObservation, image_key
 from vla_ros.core.pipeline import ActionPipeline, PipelineConfig
-from vla_ros.policies.base import Policy
 from vla_ros.policies.builtin.recipe import CAMERA_KEYS, COLORS, RECIPES, DataRecipe, ModelRecipe, policy_features
-from vla_ros.policies.factory import SHIPPED_POLICIES, PolicyOptions, make_policy
 from vla_ros.sim.robots import SIM_ROBOTS
 from vla_ros.sim.tasks import TASK_TEMPLATES
 
@@ -53,13 +48,8 @@ def episode_layout(recipe: DataRecipe, robot: str, task: str, index: int) -> tup
 
 
 def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed: int, data: DataRecipe,
-                    model: ModelRecipe, *, noise_seed: int | None = None, driver: Policy | None = None,
-                    driver_share: float = 0.5) -> EpisodeSamples:
-    """Run one expert episode in `world` (a SimWorld of `embodiment`, laid out by `seed`); return its samples.
-
-    `driver`: a policy whose chunk is executed instead of the expert's, with probability `driver_share` per chunk;
-    the samples' actions are the expert's plans all the same.
-    """
+                    model: ModelRecipe, *, noise_seed: int | None = None) -> EpisodeSamples:
+    """Run one expert episode in `world` (a SimWorld of `embodiment`, laid out by `seed`); return its samples."""
     from vla_ros.sim.experts import ScriptedExpert
     from vla_ros.sim.tasks import parse_instruction
 
@@ -71,8 +61,6 @@ def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed:
     expert = ScriptedExpert(world, task)
     pipeline.reset(world.joint_positions())
     rng = np.random.default_rng(seed if noise_seed is None else noise_seed)
-    if driver is not None:
-        driver.reset(seed=seed)
     arm = embodiment.arm_mask  # perturb arm joints only
     samples = EpisodeSamples(states=[], images={k: [] for k in CAMERA_KEYS}, actions=[], tcp=[],
                              goal=world.cube_pose(task.color)[0][:2].astype(np.float32),
@@ -101,9 +89,7 @@ def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed:
             # prepare() marked a chunk as pending, so needs_chunk() is False from here on: a chunk is queued only
             # on ticks that do not record, and a recording tick that wanted one leaves it to the next tick.
             # (The shipped weights were trained on data made this way; queueing at once changes the data.)
-            if not record and driver is not None and rng.random() < driver_share:
-                pipeline.accept_chunk(driver.predict_chunk(batch, request.prefix), request, now=now)
-            elif not record:
+            if not record:
                 executed = targets
                 if rng.random() < data.perturb_probability:
                     offset = rng.normal(0.0, data.perturb_std_rad, size=len(embodiment.joints)) * arm
@@ -122,19 +108,12 @@ def collect_episode(world, embodiment: EmbodimentConfig, instruction: str, seed:
 
 
 def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, model: ModelRecipe,
-                  out: Path, driver: str | None = None, driver_share: float = 0.5) -> dict:
-    """Episodes `indices` of (robot, task) into `out` (an .npz file); returns a summary.
-
-    `driver`: a policy spec (a checkpoint directory) that drives `driver_share` of the chunks (collect_episode).
-    Its episodes are kept whether or not they succeed: every sample is labelled by the expert, and the failing
-    ones hold the states the driver must learn to recover from.
-    """
+                  out: Path) -> dict:
+    """Episodes `indices` of (robot, task) into `out` (an .npz file); returns a summary."""
     from vla_ros.sim.world import SimWorld
 
     embodiment = load_embodiment(robot)
     world = SimWorld(robot, camera_size=data.render_size, colors=data.colors)
-    policy = (make_policy(driver, embodiment=embodiment, options=PolicyOptions(threads=1, device="cpu"))
-              if driver else None)
     states, actions, tcps, goals, cubes, episode_index, instructions = [], [], [], [], [], [], []
     images: dict[str, list[np.ndarray]] = {k: [] for k in CAMERA_KEYS}
     failures = 0
@@ -143,11 +122,10 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
         seed, color = episode_layout(data, robot, task, index)
         instruction = TASK_TEMPLATES[task].format(color=color)
         episode = collect_episode(world, embodiment, instruction, seed, data, model,
-                                  noise_seed=seed * 8 + index % 8, driver=policy, driver_share=driver_share)
-        if not episode.success:
+                                  noise_seed=seed * 8 + index % 8)
+        if not episode.success:  # the expert missed (rare): such an episode teaches nothing good
             failures += 1
-            if policy is None:  # the expert missed (rare): such an episode teaches nothing good
-                continue
+            continue
         states += episode.states
         actions += episode.actions
         tcps += episode.tcp
@@ -158,8 +136,6 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
         episode_index += [index] * len(episode.states)
         instructions += [instruction] * len(episode.states)
     world.close()
-    if policy is not None:
-        policy.close()
     np.savez(
         out,
         state=np.asarray(states, dtype=np.float32),
@@ -171,16 +147,13 @@ def collect_shard(robot: str, task: str, indices: list[int], data: DataRecipe, m
         instruction=np.asarray(instructions, dtype=str),
         **{f"image_{k}": np.asarray(v, dtype=np.uint8) for k, v in images.items()},
     )
-    failed = "driven_failures" if driver else "expert_failures"
-    return {"robot": robot, "task": task, "episodes": len(indices) - (0 if driver else failures), failed: failures,
+    return {"robot": robot, "task": task, "episodes": len(indices) - failures, "expert_failures": failures,
             "samples": len(states), "seconds": round(time.perf_counter() - start, 1), "file": str(out)}
 
 
-def collect(data: DataRecipe, model: ModelRecipe, out_dir: Path, *, workers: int = 2, shards_per_task: int = 4,
-            driver: str | None = None, driver_share: float = 0.5) -> list[dict]:
-    """All episodes of the recipe, as .npz shards in `out_dir` (existing shards are kept: collection resumes).
-
-    `driver`, `driver_share`: see collect_shard."""
+def collect(data: DataRecipe, model: ModelRecipe, out_dir: Path, *, workers: int = 2, shards_per_task: int = 4
+            ) -> list[dict]:
+    """All episodes of the recipe, as .npz shards in `out_dir` (existing shards are kept: collection resumes)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
     for task, count in data.tasks:  # task-major: the first task (touch) is complete soonest
@@ -188,8 +161,7 @@ def collect(data: DataRecipe, model: ModelRecipe, out_dir: Path, *, workers: int
             for shard in range(shards_per_task):
                 path = out_dir / f"{robot}_{task}_{shard}.npz"
                 if not path.exists():
-                    jobs.append((robot, task, list(range(shard, count, shards_per_task)), data, model, path, driver,
-                                 driver_share))
+                    jobs.append((robot, task, list(range(shard, count, shards_per_task)), data, model, path))
     if workers <= 1:
         results = (collect_shard(*job) for job in jobs)
     else:
@@ -235,18 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int,
                         help="base seed of the cube layouts (default: the recipe's); another one records new "
                              "layouts, to check a model on layouts it was not trained on")
-    parser.add_argument("--driver", metavar="CHECKPOINT",
-                        help="DAgger: this policy's own chunks drive a share of each episode (--driver-share) while "
-                             "the expert labels every sample, so the data shows the states the policy gets into and "
-                             "how the expert gets out of them; episodes are kept whether or not they succeed")
-    parser.add_argument("--driver-share", type=float, default=0.5,
-                        help="probability that a chunk is the driver's rather than the expert's (default 0.5)")
     args = parser.parse_args(argv)
-    if not 0.0 <= args.driver_share <= 1.0:
-        parser.error(f"--driver-share is a probability, 0 to 1; got {args.driver_share}")
-    if args.driver and not (Path(args.driver) / "config.json").is_file() and args.driver not in SHIPPED_POLICIES:
-        parser.error(f"--driver {args.driver}: not a checkpoint directory (no config.json in it) and not a shipped "
-                     f"policy ({', '.join(SHIPPED_POLICIES)})")
     start = time.perf_counter()
     recipe = RECIPES[args.recipe]
     data = recipe.data
@@ -257,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         data = replace(data, instructions_per_layout=args.instructions_per_layout)
     if args.seed is not None:
         data = replace(data, seed=args.seed)
-    summaries = collect(data, recipe.model, args.out, workers=args.workers, driver=args.driver,
-                        driver_share=args.driver_share)
+    summaries = collect(data, recipe.model, args.out, workers=args.workers)
     total = sum(s["samples"] for s in summaries)
     print(f"{total} samples in {time.perf_counter() - start:.0f} s -> {args.out}", file=sys.stderr)
     return 0
