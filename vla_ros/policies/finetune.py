@@ -472,7 +472,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: the same weights, with normalization stats from {log['samples']} samples of "
               f"{log['episodes']} episodes ({log['robot']})")
         return 0
-    final = log["loss"][-1]["loss"] if log["loss"] else float("nan")
+    final = f", final loss {log['loss'][-1]['loss']:.4f}" if log["loss"] else ""  # logged every 50 steps
     print(f"wrote {args.out}: {log['samples']} samples from {log['episodes']} episodes, "
-          f"{log['train_seconds'] / 60:.1f} min, final loss {final:.4f}")
+          f"{log['train_seconds'] / 60:.1f} min{final}")
     return 0
