@@ -372,7 +372,6 @@ def finetune(spec: str, datasets: Path | Sequence[DatasetShare], out_dir: Path, 
     log["train_seconds"] = round(time.perf_counter() - train_started, 1)
     if average is not None:
         average.apply()  # before LoRA merges: with LoRA, the average is the adapters'
-
     if config.lora_rank:
         log["lora_layers_merged"] = merge_lora(model)
 
