@@ -76,9 +76,8 @@ class FinetuneConfig:
     def train_recipe(self) -> TrainRecipe:
         return replace(TrainRecipe(), steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
                        warmup_steps=self.warmup_steps, seed=self.seed, task_weights=(),
-                       early_samples=TrainRecipe.early_samples if self.early_weight != 1 else 0,
                        early_weight=self.early_weight, grounding_weight=self.grounding_weight,
-                       ema_decay=self.ema_decay)
+                       ema_decay=self.ema_decay)  # the recipe's early_samples: with early_weight 1 all alike
 
 
 @dataclass(frozen=True)
