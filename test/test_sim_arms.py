@@ -12,6 +12,7 @@ plain numpy, so a slip in a link length, a joint axis or a frame turn in the MJC
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,9 +23,10 @@ import vla_ros.sim  # noqa: F401  (sets MUJOCO_GL, which MuJoCo reads when first
 # isort: split
 import mujoco
 
+from vla_ros.core.errors import ConfigError
 from vla_ros.core.trajectory import build_trajectory
 from vla_ros.sim.experts import ScriptedExpert
-from vla_ros.sim.robots import SIM_ROBOTS
+from vla_ros.sim.robots import ROBOTS, SIM_ROBOTS
 from vla_ros.sim.tasks import PickTask, TouchTask
 from vla_ros.sim.world import ASSETS_DIR, SimWorld
 
@@ -234,7 +236,7 @@ def test_the_expert_solves_touch_and_pick(world, task):
 def test_the_expert_touches_within_half_the_time_limit(robot):
     """The touch time limit is a few times what the expert needs, so that a policy imitating it has time to spare.
 
-    A start pose far from every top-down grasp fails this: the gen3 at Kinova's Home needed 7.3 of the 10 s.
+    A start pose far from every top-down grasp fails this: the gen3 at Kinova's Home needed 7.4 of the 10 s.
     """
     world = SimWorld(robot, render=False)
     task = TouchTask("red")
@@ -254,6 +256,14 @@ def test_the_gen3_starts_ready_over_its_workspace_while_its_config_keeps_kinovas
     assert world.joint_positions()[world.sim_robot.gripper_index] == world.sim_robot.gripper_open
     assert world.sim_robot.embodiment.home[:7] == pytest.approx([0, 0.26, 3.14, -2.27, 0, 0.96, 1.57])
     world.close()
+
+
+def test_a_start_pose_that_does_not_fit_the_arm_is_refused_by_joint():
+    gen3 = ROBOTS["gen3"]
+    with pytest.raises(ConfigError, match=r"start_pose has 7 values for 8 joints"):
+        _ = replace(gen3, start_pose=gen3.start_pose[:7]).home
+    with pytest.raises(ConfigError, match=r"start_pose puts joint 'joint_2' at 2.5, outside \[-2.24, 2.24\]"):
+        _ = replace(gen3, start_pose=(0.0, 2.5, *gen3.start_pose[2:])).home
 
 
 def visible_pixels(world: SimWorld, camera: str, geom: str) -> int:

@@ -62,7 +62,17 @@ class SimRobot:
     @property
     def home(self) -> tuple[float, ...]:
         """Where episodes start, and the posture the expert's inverse kinematics leans to."""
-        return self.start_pose if self.start_pose is not None else tuple(self.embodiment.home)
+        if self.start_pose is None:
+            return tuple(self.embodiment.home)
+        if len(self.start_pose) != len(self.joint_names):
+            raise ConfigError(f"simulated {self.name}: start_pose has {len(self.start_pose)} values for "
+                              f"{len(self.joint_names)} joints ({', '.join(self.joint_names)})")
+        lower, upper = self.embodiment.lower_limits, self.embodiment.upper_limits
+        for name, value, low, high in zip(self.joint_names, self.start_pose, lower, upper, strict=True):
+            if not low <= value <= high:
+                raise ConfigError(f"simulated {self.name}: start_pose puts joint '{name}' at {value}, outside "
+                                  f"[{low}, {high}]")
+        return self.start_pose
 
     @property
     def velocity_limits(self) -> tuple[float, ...]:
