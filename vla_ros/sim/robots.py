@@ -59,9 +59,9 @@ class SimRobot:
     def joint_names(self) -> tuple[str, ...]:
         return self.embodiment.joint_names
 
-    @property
+    @cached_property
     def home(self) -> tuple[float, ...]:
-        """Where episodes start, and the posture the expert's inverse kinematics leans to."""
+        """Where episodes start, and the posture the expert's inverse kinematics leans to (checked once)."""
         if self.start_pose is None:
             return tuple(self.embodiment.home)
         if len(self.start_pose) != len(self.joint_names):
